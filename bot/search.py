@@ -1,0 +1,190 @@
+"""Search accelerators, one per backend, behind `plan_search`.
+
+Every plan is only a pre-filter: storage always re-checks each word as a plain substring of the
+record's folded text, so whichever plan runs, the result equals plain substring matching.
+
+- SQLite: a contentless FTS5 trigram index (migration 0001) fed by triggers. Words of 3+ characters
+  become an AND of their trigrams; 1- and 2-character words become an OR of the indexed trigrams
+  that start with them (the indexed text ends in two sentinel characters, so every occurrence starts
+  a trigram). LIKE on the trigram table is never used: SQLite 3.40 returns nothing there for
+  2-character Chinese.
+- MariaDB with Mroonga: a bigram full-text table kept beside T_CONTENT; its fast COUNT tells whether
+  the candidates are few (join them) or many (then matches are dense and a newest-first scan of the
+  base table stops early).
+- Otherwise: a newest-first scan with LOCATE/instr on the folded text.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, bindparam, text
+
+log = logging.getLogger(__name__)
+
+# Appended to the indexed copy only; never typed by users (it is a control character).
+SENTINEL = "\x01\x01"
+FTS_TABLE = "T_CONTENT_FTS"
+FTS_VOCAB = "T_CONTENT_FTS_VOCAB"
+MROONGA_TABLE = "T_CONTENT_FT"
+
+# Above this many candidates a newest-first scan finds a page sooner than joining them all.
+MAX_CANDIDATES = 20_000
+# A short word that starts more distinct trigrams than this is common: scan instead.
+MAX_PREFIX_TERMS = 400
+
+
+def fold(body: str) -> str:
+    """The searchable form of a text: case folded once, in Python, so every backend agrees."""
+    return body.lower()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How to narrow a search before the substring re-check.
+
+    kind: "none" (some word cannot match: answer empty), "scan" (no accelerator),
+    "fts" (SQLite: `match` is an FTS5 expression streamed newest first),
+    "ids" (MariaDB/Mroonga: `match` is a boolean-mode query whose matches are few).
+    """
+
+    kind: str
+    match: str = ""
+
+
+SCAN = Plan("scan")
+NONE = Plan("none")
+
+
+def _fts_phrase(term: str) -> str:
+    return '"' + term.replace('"', '""') + '"'
+
+
+def _trigrams(word: str) -> list[str]:
+    return sorted({word[i:i + 3] for i in range(len(word) - 2)})
+
+
+def _sqlite_plan(conn: Connection, words: Sequence[str]) -> Plan:
+    best: tuple[int, str] | None = None
+    for word in words:
+        if len(word) >= 3:
+            grams = _trigrams(word)
+            counts = dict.fromkeys(grams, 0)
+            rows = conn.execute(
+                text(f"SELECT term, doc FROM {FTS_VOCAB} WHERE term IN :grams").bindparams(
+                    bindparam("grams", expanding=True)),
+                {"grams": grams},
+            )
+            for term, doc in rows:
+                counts[term] = doc
+            bound = min(counts.values())
+            if bound == 0:
+                return NONE
+            # The rarest few trigrams cut the candidates as well as all of them, for less work.
+            rarest = sorted(grams, key=counts.__getitem__)[:4]
+            expr = " AND ".join(_fts_phrase(g) for g in rarest)
+        else:
+            rows = conn.execute(
+                text(f"SELECT term, doc FROM {FTS_VOCAB} WHERE term >= :lo AND term < :hi LIMIT :n"),
+                {"lo": word, "hi": word + "\U0010ffff\U0010ffff", "n": MAX_PREFIX_TERMS + 1},
+            ).all()
+            if not rows:
+                return NONE
+            if len(rows) > MAX_PREFIX_TERMS:
+                continue
+            bound = sum(doc for _, doc in rows)
+            expr = "(" + " OR ".join(_fts_phrase(term) for term, _ in rows) + ")"
+        if best is None or bound < best[0]:
+            best = (bound, expr)
+    if best is None:
+        return SCAN
+    return Plan("fts", best[1])
+
+
+def _mroonga_phrase(word: str) -> str:
+    # Bigram tokens never span whitespace, so each space-free piece is searched on its own.
+    pieces = [p for p in word.split() if p]
+    return " ".join('+"' + p.replace("\\", "\\\\").replace('"', '\\"') + '"' for p in pieces)
+
+
+def _mroonga_plan(conn: Connection, words: Sequence[str]) -> Plan:
+    query = " ".join(q for q in (_mroonga_phrase(w) for w in words) if q)
+    if not query:
+        return SCAN
+    count = conn.execute(
+        text(f"SELECT COUNT(*) FROM {MROONGA_TABLE} WHERE MATCH(search_text) AGAINST(:q IN BOOLEAN MODE)"),
+        {"q": query},
+    ).scalar_one()
+    if count == 0:
+        return NONE
+    if count > MAX_CANDIDATES:
+        return SCAN
+    return Plan("ids", query)
+
+
+def plan_search(conn: Connection, backend: str, words: Sequence[str]) -> Plan:
+    """Choose how to narrow a search for these folded words on this backend."""
+    words = [w for w in words if w]
+    if not words:
+        return SCAN
+    if backend == "sqlite-fts5":
+        return _sqlite_plan(conn, words)
+    if backend == "mroonga":
+        return _mroonga_plan(conn, words)
+    return SCAN
+
+
+def detect_backend(engine: Engine) -> str:
+    """Which accelerator this database has: sqlite-fts5, mroonga, or like (none)."""
+    if engine.dialect.name == "sqlite":
+        return "sqlite-fts5"
+    with engine.connect() as conn:
+        exists = conn.execute(
+            text("SELECT COUNT(*) FROM information_schema.tables "
+                 "WHERE table_schema = DATABASE() AND table_name = :t AND engine = 'Mroonga'"),
+            {"t": MROONGA_TABLE},
+        ).scalar_one()
+    return "mroonga" if exists else "like"
+
+
+def mroonga_available(conn: Connection) -> bool:
+    row = conn.execute(text("SELECT SUPPORT FROM information_schema.ENGINES WHERE ENGINE = 'Mroonga'")).first()
+    return bool(row and row[0] in ("YES", "DEFAULT"))
+
+
+def ensure_mroonga(engine: Engine) -> str:
+    """Create and fill the Mroonga table when the engine is installed; return the backend in use.
+
+    It is a derived index, not part of schema.sql: a server without Mroonga simply searches with LIKE.
+    """
+    if engine.dialect.name == "sqlite":
+        return "sqlite-fts5"
+    with engine.begin() as conn:
+        if not mroonga_available(conn):
+            return "like"
+        conn.execute(text(
+            f"CREATE TABLE IF NOT EXISTS {MROONGA_TABLE} ("
+            " record_id BIGINT NOT NULL PRIMARY KEY,"
+            " search_text MEDIUMTEXT NOT NULL,"
+            " FULLTEXT INDEX ft_search (search_text)"
+            " COMMENT 'tokenizer \"TokenBigramSplitSymbolAlphaDigit\", normalizer \"NormalizerAuto\"'"
+            ") ENGINE=Mroonga DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+        ))
+        # Fill in whatever was written while the index did not exist (or by a process without it).
+        conn.execute(text(
+            f"INSERT INTO {MROONGA_TABLE} (record_id, search_text) "
+            f"SELECT c.id, c.search_text FROM T_CONTENT c "
+            f"LEFT JOIN {MROONGA_TABLE} f ON f.record_id = c.id WHERE f.record_id IS NULL"
+        ))
+    return "mroonga"
+
+
+def index_text(conn: Connection, backend: str, record_id: int, search_text: str) -> None:
+    """Keep the MariaDB accelerator in step with a write (SQLite's triggers do this themselves)."""
+    if backend == "mroonga":
+        conn.execute(
+            text(f"REPLACE INTO {MROONGA_TABLE} (record_id, search_text) VALUES (:id, :t)"),
+            {"id": record_id, "t": search_text},
+        )

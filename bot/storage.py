@@ -1,0 +1,597 @@
+"""Records, users, grants, shares, settings and the audit log, over SQLAlchemy Core.
+
+Every function that reads records takes the viewer, and the visibility rule of SPEC section 2 is part
+of the SQL: a record is returned only when the query itself proves the viewer may see it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    create_engine,
+    delete,
+    event,
+    exists,
+    false,
+    func,
+    insert,
+    literal,
+    literal_column,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+
+from bot import search
+from bot.errors import Conflict, Forbidden, NotFound, UserError
+from bot.tables import audit, content, grant, revision, setting, share, tag, user
+
+ROLES = ("admin", "member", "disabled")
+MAX_BODY = 60_000
+TAG_RE = re.compile(r"(?<![\w#&/])#(\w[\w-]{0,62})")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def extract_tags(body: str) -> tuple[str, ...]:
+    """`#word` in a text, folded, in order of first appearance."""
+    return tuple(dict.fromkeys(m.lower() for m in TAG_RE.findall(body)))
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    mm_user_id: str
+    username: str
+    role: str
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+@dataclass(frozen=True)
+class Record:
+    id: int
+    owner_id: int
+    owner: str
+    body: str
+    tags: tuple[str, ...]
+    created_at: datetime
+    updated_at: datetime
+    revisions: int = 0
+
+
+@dataclass(frozen=True)
+class Revision:
+    id: int
+    body: str
+    edited_by: str
+    edited_at: datetime
+
+
+@dataclass(frozen=True)
+class Filter:
+    """What a find or list asks for; words are matched as substrings after folding."""
+
+    words: tuple[str, ...] = ()
+    owner_id: int | None = None
+    tags: tuple[str, ...] = ()
+    since: date | None = None
+    until: date | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    records: tuple[Record, ...]
+    next_before: int | None  # pass as `before` for the next page; None on the last page
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: int
+    actor: str | None
+    action: str
+    detail: str
+    created_at: datetime
+
+
+def make_engine(url: str) -> Engine:
+    """An engine tuned per backend: WAL and a busy timeout on SQLite, pre-ping on MariaDB."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Take transactions in our own hands so writers can BEGIN IMMEDIATE (no upgrade deadlock).
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            immediate = conn.get_execution_options().get("sqlite_immediate")
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_recycle=3600, pool_size=10, max_overflow=20)
+
+
+def _user(row: Any) -> User:
+    return User(row.id, row.mm_user_id, row.username, row.role, row.created_at, row.updated_at)
+
+
+def _day_start(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day)
+
+
+class Storage:
+    """All database work. Build one per process with `Storage(make_engine(url))`."""
+
+    def __init__(self, engine: Engine, clock: Callable[[], datetime] = utcnow) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.dialect = engine.dialect.name
+        self._writer = engine.execution_options(sqlite_immediate=True)
+        self._backend: str | None = None
+
+    @property
+    def search_backend(self) -> str:
+        """sqlite-fts5, mroonga or like; read once, after migrations have run."""
+        if self._backend is None:
+            self._backend = search.detect_backend(self.engine)
+        return self._backend
+
+    def refresh_search_backend(self) -> str:
+        self._backend = None
+        return self.search_backend
+
+    @contextmanager
+    def _write(self) -> Any:
+        with self._writer.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Any:
+        with self.engine.connect() as conn:
+            yield conn
+
+    def _insert_ignore(self, table: Any) -> Any:
+        return insert(table).prefix_with("OR IGNORE", dialect="sqlite").prefix_with(
+            "IGNORE", dialect="mysql").prefix_with("IGNORE", dialect="mariadb")
+
+    def ping(self) -> None:
+        with self._read() as conn:
+            conn.execute(text("SELECT 1"))
+
+    # ---- users -------------------------------------------------------------------------------
+
+    def user_by_mm_id(self, mm_user_id: str) -> User | None:
+        with self._read() as conn:
+            row = conn.execute(select(user).where(user.c.mm_user_id == mm_user_id)).first()
+        return _user(row) if row else None
+
+    def user_by_id(self, user_id: int) -> User | None:
+        with self._read() as conn:
+            row = conn.execute(select(user).where(user.c.id == user_id)).first()
+        return _user(row) if row else None
+
+    def users_by_username(self, names: Iterable[str]) -> dict[str, User]:
+        """Known users by (case-folded) username; a renamed-away name maps to its newest holder."""
+        wanted = {n.lower().lstrip("@") for n in names}
+        if not wanted:
+            return {}
+        with self._read() as conn:
+            rows = conn.execute(
+                select(user).where(func.lower(user.c.username).in_(wanted)).order_by(user.c.updated_at)
+            ).all()
+        return {row.username.lower(): _user(row) for row in rows}
+
+    def ensure_user(self, mm_user_id: str, username: str, role_if_new: str = "member") -> tuple[User, bool]:
+        """The user with this Mattermost id, created if new; the username is refreshed. Returns (user, created)."""
+        if role_if_new not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}")
+        now = self.clock()
+        existing = self.user_by_mm_id(mm_user_id)
+        if existing:
+            if existing.username != username:
+                with self._write() as conn:
+                    conn.execute(update(user).where(user.c.id == existing.id)
+                                 .values(username=username, updated_at=now))
+                return self.user_by_mm_id(mm_user_id) or existing, False
+            return existing, False
+        created = True
+        try:
+            with self._write() as conn:
+                conn.execute(insert(user).values(
+                    mm_user_id=mm_user_id, username=username, role=role_if_new, created_at=now, updated_at=now))
+        except IntegrityError:
+            created = False  # another request registered the same user first; theirs is as good as ours
+        found = self.user_by_mm_id(mm_user_id)
+        assert found is not None
+        return found, created
+
+    def set_role(self, actor: User, target_id: int, role: str) -> User:
+        if role not in ROLES:
+            raise UserError(f"'{role}' is not a role; use admin, member or disabled")
+        with self._write() as conn:
+            self._require_admin(conn, actor)
+            target = conn.execute(select(user).where(user.c.id == target_id)).first()
+            if target is None:
+                raise NotFound("that user is not known to recbot yet; they must use /rec once first")
+            if target.role == "admin" and role != "admin":
+                admins = conn.execute(select(func.count()).select_from(user).where(user.c.role == "admin")).scalar_one()
+                if admins <= 1:
+                    raise Conflict("that is the last admin; make someone else admin first")
+            conn.execute(update(user).where(user.c.id == target_id).values(role=role, updated_at=self.clock()))
+            self._audit(conn, actor, "role", f"@{target.username}: {target.role} -> {role}")
+        found = self.user_by_id(target_id)
+        assert found is not None
+        return found
+
+    def users_with_counts(self, actor: User) -> list[tuple[User, int]]:
+        """Every known user and the number of their records not deleted (admins only)."""
+        counts = (select(content.c.owner_id, func.count().label("n"))
+                  .where(content.c.deleted_at.is_(None)).group_by(content.c.owner_id).subquery())
+        with self._read() as conn:
+            self._require_admin(conn, actor)
+            rows = conn.execute(
+                select(user, func.coalesce(counts.c.n, 0).label("n"))
+                .outerjoin(counts, counts.c.owner_id == user.c.id).order_by(func.lower(user.c.username))
+            ).all()
+        return [(_user(r), int(r.n)) for r in rows]
+
+    def _require_admin(self, conn: Connection, actor: User) -> None:
+        role = conn.execute(select(user.c.role).where(user.c.id == actor.id)).scalar()
+        if role != "admin":
+            raise Forbidden("only an admin can do that; ask one of your recbot admins")
+
+    # ---- visibility --------------------------------------------------------------------------
+
+    def _visible(self, viewer: User) -> Any:
+        """SPEC section 2's rule as a WHERE clause over `content`.
+
+        The viewer's role is re-read inside the same statement, so a User object that went stale
+        (demoted, disabled) can never see more than the database says it may.
+        """
+        me = user.alias("viewer")
+        not_deleted = content.c.deleted_at.is_(None)
+        if viewer.role == "admin":
+            return and_(not_deleted, exists().where(me.c.id == viewer.id, me.c.role == "admin"))
+        if viewer.role != "member":
+            return false()
+        active = exists().where(me.c.id == viewer.id, me.c.role.in_(("admin", "member")))
+        return and_(
+            not_deleted,
+            active,
+            or_(
+                content.c.owner_id == viewer.id,
+                content.c.owner_id.in_(select(grant.c.owner_id).where(grant.c.viewer_id == viewer.id)),
+                content.c.id.in_(select(share.c.record_id).where(share.c.user_id == viewer.id)),
+            ),
+        )
+
+    def _contains(self, word: str) -> Any:
+        if self.dialect == "sqlite":
+            return func.instr(content.c.search_text, word) > 0
+        return func.locate(word, content.c.search_text) > 0
+
+    # ---- records -----------------------------------------------------------------------------
+
+    def add_record(self, owner: User, body: str) -> int:
+        """Save a record owned by `owner` (who must not be disabled); returns its id."""
+        self._check_body(body)
+        now = self.clock()
+        folded = search.fold(body)
+        with self._write() as conn:
+            allowed = select(
+                literal(owner.id), literal(body), literal(folded), literal(now), literal(now)
+            ).where(exists().where(user.c.id == owner.id, user.c.role.in_(("admin", "member"))))
+            result = conn.execute(
+                insert(content).from_select(["owner_id", "body", "search_text", "created_at", "updated_at"], allowed)
+            )
+            if result.rowcount != 1:
+                raise Forbidden("your recbot account is disabled; ask an admin to enable it")
+            record_id = int(result.lastrowid)
+            self._set_tags(conn, record_id, extract_tags(body), replace=False)
+            search.index_text(conn, self.search_backend, record_id, folded)
+        return record_id
+
+    def _check_body(self, body: str) -> None:
+        if not body.strip():
+            raise UserError("the record text is empty; type what you did after the command")
+        if len(body) > MAX_BODY:
+            raise UserError(f"the record is {len(body):,} characters long; keep it under {MAX_BODY:,}")
+
+    def _set_tags(self, conn: Connection, record_id: int, tags: Sequence[str], *, replace: bool) -> None:
+        if replace:
+            conn.execute(delete(tag).where(tag.c.record_id == record_id))
+        if tags:
+            conn.execute(insert(tag), [{"record_id": record_id, "tag": t} for t in tags])
+
+    def _record_select(self) -> Any:
+        owner = user.alias("owner")
+        return (
+            select(content.c.id, content.c.owner_id, owner.c.username.label("owner"), content.c.body,
+                   content.c.created_at, content.c.updated_at)
+            .join(owner, owner.c.id == content.c.owner_id)
+        )
+
+    def _hydrate(self, conn: Connection, rows: Sequence[Any], *, with_revisions: bool = False) -> list[Record]:
+        ids = [r.id for r in rows]
+        tags: dict[int, list[str]] = {i: [] for i in ids}
+        revs: dict[int, int] = {}
+        if ids:
+            for rid, t in conn.execute(select(tag.c.record_id, tag.c.tag).where(tag.c.record_id.in_(ids))):
+                tags[rid].append(t)
+            if with_revisions:
+                revs = dict(conn.execute(  # type: ignore[arg-type]
+                    select(revision.c.record_id, func.count()).where(revision.c.record_id.in_(ids))
+                    .group_by(revision.c.record_id)).all())
+        return [
+            Record(r.id, r.owner_id, r.owner, r.body, tuple(sorted(tags[r.id])), r.created_at, r.updated_at,
+                   revs.get(r.id, 0))
+            for r in rows
+        ]
+
+    def find(self, viewer: User, flt: Filter, *, limit: int, before: int | None = None) -> Page:
+        """Newest first, the viewer's visible records matching every filter; keyset paged by id."""
+        words = [search.fold(w) for w in flt.words if w]
+        with self._read() as conn:
+            plan = search.plan_search(conn, self.search_backend, words)
+            if plan.kind == "none":
+                return Page((), None)
+            stmt = self._record_select().where(self._visible(viewer))
+            if plan.kind == "fts":
+                fts = text(f"{search.FTS_TABLE} MATCH :fts_q").bindparams(fts_q=plan.match)
+                stmt = stmt.join(text(search.FTS_TABLE), text(f"{search.FTS_TABLE}.rowid = T_CONTENT.id")).where(fts)
+            elif plan.kind == "ids":
+                stmt = stmt.where(content.c.id.in_(
+                    select(text("record_id")).select_from(text(search.MROONGA_TABLE))
+                    .where(text("MATCH(search_text) AGAINST(:mq IN BOOLEAN MODE)").bindparams(mq=plan.match))
+                ))
+            for word in words:
+                stmt = stmt.where(self._contains(word))
+            if flt.owner_id is not None:
+                stmt = stmt.where(content.c.owner_id == flt.owner_id)
+            for t in flt.tags:
+                stmt = stmt.where(exists().where(tag.c.record_id == content.c.id, tag.c.tag == t.lower().lstrip("#")))
+            if flt.since is not None:
+                stmt = stmt.where(content.c.created_at >= _day_start(flt.since))
+            if flt.until is not None:
+                stmt = stmt.where(content.c.created_at < _day_start(flt.until) + timedelta(days=1))
+            # With FTS5, ordering and bounding by its own rowid lets it stream newest first and stop
+            # after one page, instead of sorting every candidate.
+            key = literal_column(f"{search.FTS_TABLE}.rowid") if plan.kind == "fts" else content.c.id
+            if before is not None:
+                stmt = stmt.where(key < before)
+            rows = conn.execute(stmt.order_by(key.desc()).limit(limit + 1)).all()
+            records = self._hydrate(conn, rows[:limit])
+        more = len(rows) > limit
+        return Page(tuple(records), records[-1].id if more and records else None)
+
+    def count(self, viewer: User, flt: Filter) -> int:
+        """How many visible records match (for "page 2 of 7"); the same rule as `find`."""
+        words = [search.fold(w) for w in flt.words if w]
+        with self._read() as conn:
+            stmt = select(func.count()).select_from(content).where(self._visible(viewer))
+            for word in words:
+                stmt = stmt.where(self._contains(word))
+            if flt.owner_id is not None:
+                stmt = stmt.where(content.c.owner_id == flt.owner_id)
+            for t in flt.tags:
+                stmt = stmt.where(exists().where(tag.c.record_id == content.c.id, tag.c.tag == t.lower().lstrip("#")))
+            if flt.since is not None:
+                stmt = stmt.where(content.c.created_at >= _day_start(flt.since))
+            if flt.until is not None:
+                stmt = stmt.where(content.c.created_at < _day_start(flt.until) + timedelta(days=1))
+            return int(conn.execute(stmt).scalar_one())
+
+    def get_record(self, viewer: User, record_id: int) -> Record:
+        """One visible record with its revision count; NotFound when missing or not visible."""
+        with self._read() as conn:
+            row = conn.execute(
+                self._record_select().where(content.c.id == record_id, self._visible(viewer))
+            ).first()
+            if row is None:
+                raise NotFound(f"record {record_id} does not exist or you cannot see it; "
+                               "try /rec find or /rec list")
+            return self._hydrate(conn, [row], with_revisions=True)[0]
+
+    def revisions(self, viewer: User, record_id: int) -> list[Revision]:
+        """Earlier texts of a visible record, oldest first."""
+        editor = user.alias("editor")
+        with self._read() as conn:
+            visible = conn.execute(select(content.c.id).where(content.c.id == record_id, self._visible(viewer))).first()
+            if visible is None:
+                raise NotFound(f"record {record_id} does not exist or you cannot see it")
+            rows = conn.execute(
+                select(revision.c.id, revision.c.body, editor.c.username, revision.c.edited_at)
+                .join(editor, editor.c.id == revision.c.edited_by)
+                .where(revision.c.record_id == record_id).order_by(revision.c.id)
+            ).all()
+        return [Revision(r.id, r.body, r.username, r.edited_at) for r in rows]
+
+    def _editable(self, actor: User) -> Any:
+        """Owner or admin, re-read in the statement: who may edit, delete or restore."""
+        me = user.alias("actor")
+        return or_(
+            and_(content.c.owner_id == actor.id,
+                 exists().where(me.c.id == actor.id, me.c.role.in_(("admin", "member")))),
+            exists().where(me.c.id == actor.id, me.c.role == "admin"),
+        )
+
+    def _load_for_change(self, conn: Connection, actor: User, record_id: int) -> Any:
+        row = conn.execute(
+            select(content.c.id, content.c.owner_id, content.c.body)
+            .where(content.c.id == record_id, self._visible(actor))
+        ).first()
+        if row is None:
+            raise NotFound(f"record {record_id} does not exist or you cannot see it; try /rec find or /rec list")
+        return row
+
+    def edit_record(self, actor: User, record_id: int, body: str) -> Record:
+        """Replace the text (owner or admin); the old text is kept as a revision."""
+        self._check_body(body)
+        folded = search.fold(body)
+        now = self.clock()
+        with self._write() as conn:
+            row = self._load_for_change(conn, actor, record_id)
+            if row.body == body:
+                raise Conflict(f"record {record_id} already has exactly that text; nothing changed")
+            result = conn.execute(
+                update(content)
+                .where(content.c.id == record_id, content.c.deleted_at.is_(None), self._editable(actor))
+                .values(body=body, search_text=folded, updated_at=now)
+            )
+            if result.rowcount != 1:
+                raise Forbidden(f"only the owner of record {record_id} or an admin can edit it")
+            conn.execute(insert(revision).values(record_id=record_id, body=row.body, edited_by=actor.id, edited_at=now))
+            self._set_tags(conn, record_id, extract_tags(body), replace=True)
+            search.index_text(conn, self.search_backend, record_id, folded)
+            if row.owner_id != actor.id:
+                self._audit(conn, actor, "edit", f"record {record_id}")
+        return self.get_record(actor, record_id)
+
+    def delete_record(self, actor: User, record_id: int) -> None:
+        """Soft delete (owner or admin); an admin can restore it."""
+        now = self.clock()
+        with self._write() as conn:
+            row = self._load_for_change(conn, actor, record_id)
+            result = conn.execute(
+                update(content)
+                .where(content.c.id == record_id, content.c.deleted_at.is_(None), self._editable(actor))
+                .values(deleted_at=now, deleted_by=actor.id, updated_at=now)
+            )
+            if result.rowcount != 1:
+                raise Forbidden(f"only the owner of record {record_id} or an admin can delete it")
+            if row.owner_id != actor.id:
+                self._audit(conn, actor, "delete", f"record {record_id}")
+
+    def restore_record(self, actor: User, record_id: int) -> None:
+        with self._write() as conn:
+            self._require_admin(conn, actor)
+            result = conn.execute(
+                update(content).where(content.c.id == record_id, content.c.deleted_at.is_not(None))
+                .values(deleted_at=None, deleted_by=None, updated_at=self.clock())
+            )
+            if result.rowcount != 1:
+                exists_at_all = conn.execute(select(content.c.id).where(content.c.id == record_id)).first()
+                if exists_at_all:
+                    raise Conflict(f"record {record_id} is not deleted; nothing to restore")
+                raise NotFound(f"record {record_id} does not exist")
+            self._audit(conn, actor, "restore", f"record {record_id}")
+
+    # ---- grants and shares -------------------------------------------------------------------
+
+    def grant(self, actor: User, viewer_id: int, owner_ids: Sequence[int]) -> int:
+        """Let the viewer see every record of each owner; returns how many grants were new."""
+        now = self.clock()
+        with self._write() as conn:
+            self._require_admin(conn, actor)
+            new = 0
+            for owner_id in dict.fromkeys(owner_ids):
+                if owner_id == viewer_id:
+                    continue
+                new += conn.execute(self._insert_ignore(grant).values(
+                    viewer_id=viewer_id, owner_id=owner_id, granted_by=actor.id, created_at=now)).rowcount
+            names = self._names(conn, [viewer_id, *owner_ids])
+            self._audit(conn, actor, "grant",
+                        f"@{names[viewer_id]} may see " + ", ".join(f"@{names[o]}" for o in owner_ids))
+        return new
+
+    def revoke(self, actor: User, viewer_id: int, owner_ids: Sequence[int]) -> int:
+        """Take grants back; returns how many existed."""
+        with self._write() as conn:
+            self._require_admin(conn, actor)
+            gone = conn.execute(delete(grant).where(grant.c.viewer_id == viewer_id,
+                                                    grant.c.owner_id.in_(list(owner_ids)))).rowcount
+            names = self._names(conn, [viewer_id, *owner_ids])
+            self._audit(conn, actor, "revoke",
+                        f"@{names[viewer_id]} no longer sees " + ", ".join(f"@{names[o]}" for o in owner_ids))
+        return gone
+
+    def _names(self, conn: Connection, ids: Sequence[int]) -> dict[int, str]:
+        rows = conn.execute(select(user.c.id, user.c.username).where(user.c.id.in_(list(ids)))).all()
+        return {r.id: r.username for r in rows}
+
+    def perms(self, actor: User, user_id: int) -> tuple[list[User], list[User]]:
+        """(whose records the user may see by grant, who may see the user's records by grant)."""
+        with self._read() as conn:
+            self._require_admin(conn, actor)
+            sees = conn.execute(select(user).join(grant, grant.c.owner_id == user.c.id)
+                                .where(grant.c.viewer_id == user_id).order_by(user.c.username)).all()
+            seen = conn.execute(select(user).join(grant, grant.c.viewer_id == user.c.id)
+                                .where(grant.c.owner_id == user_id).order_by(user.c.username)).all()
+        return [_user(r) for r in sees], [_user(r) for r in seen]
+
+    def share(self, actor: User, record_id: int, user_ids: Sequence[int]) -> list[int]:
+        """Let each user see this one record (the actor must see it); returns the newly added ids."""
+        now = self.clock()
+        added: list[int] = []
+        with self._write() as conn:
+            self._load_for_change(conn, actor, record_id)
+            for uid in dict.fromkeys(user_ids):
+                visible_to_actor = select(literal(uid), literal(record_id), literal(actor.id), literal(now)).where(
+                    exists().where(content.c.id == record_id, self._visible(actor)))
+                n = conn.execute(self._insert_ignore(share).from_select(
+                    ["user_id", "record_id", "shared_by", "created_at"], visible_to_actor)).rowcount
+                if n:
+                    added.append(uid)
+        return added
+
+    # ---- settings and audit ------------------------------------------------------------------
+
+    def settings(self) -> dict[str, str]:
+        with self._read() as conn:
+            return {r.name: r.value for r in conn.execute(select(setting.c.name, setting.c.value))}
+
+    def set_setting(self, actor: User, name: str, value: str) -> None:
+        now = self.clock()
+        with self._write() as conn:
+            self._require_admin(conn, actor)
+            old = conn.execute(select(setting.c.value).where(setting.c.name == name)).scalar()
+            if old is None:
+                conn.execute(insert(setting).values(name=name, value=value, updated_by=actor.id, updated_at=now))
+            else:
+                conn.execute(update(setting).where(setting.c.name == name)
+                             .values(value=value, updated_by=actor.id, updated_at=now))
+            self._audit(conn, actor, "set", f"{name}: {old if old is not None else '(default)'} -> {value}")
+
+    def _audit(self, conn: Connection, actor: User | None, action: str, detail: str) -> None:
+        conn.execute(insert(audit).values(actor_id=actor.id if actor else None, action=action,
+                                          detail=detail, created_at=self.clock()))
+
+    def recent_audit(self, actor: User, limit: int = 20) -> list[AuditEntry]:
+        who = user.alias("who")
+        with self._read() as conn:
+            self._require_admin(conn, actor)
+            rows = conn.execute(
+                select(audit.c.id, who.c.username, audit.c.action, audit.c.detail, audit.c.created_at)
+                .outerjoin(who, who.c.id == audit.c.actor_id).order_by(audit.c.id.desc()).limit(limit)
+            ).all()
+        return [AuditEntry(r.id, r.username, r.action, r.detail, r.created_at) for r in rows]
