@@ -98,16 +98,15 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
-def _coerce(key: str, value: Any, default: Any) -> Any:
-    """Turn a YAML or environment value into the type of the default, or raise ConfigError."""
-    kind = type(default)
-    if isinstance(default, bool):
+def _coerce(key: str, value: Any, annotation: str) -> Any:
+    """Turn a YAML or environment value into the declared type, or raise ConfigError."""
+    if annotation == "bool":
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0", "on", "off"):
             return value.lower() in ("true", "yes", "1", "on")
         raise ConfigError(f"{key}: {value!r} is not allowed; use true or false")
-    if isinstance(default, tuple):
+    if annotation.startswith("tuple"):
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
         if value is None:
@@ -115,20 +114,20 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str | int | float) for v in value):
             raise ConfigError(f"{key}: {value!r} is not allowed; use a list of strings")
         return tuple(str(v) for v in value)
-    if kind is int:
+    if annotation == "int":
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, str) and value.strip().lstrip("-").isdigit():
             return int(value)
         raise ConfigError(f"{key}: {value!r} is not allowed; use a whole number")
-    if kind is float or isinstance(default, float):
+    if annotation == "float":
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
         try:
             return float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key}: {value!r} is not allowed; use a number") from None
-    if kind is str:
+    if annotation == "str":
         if value is None:
             return ""
         if isinstance(value, str | int | float) and not isinstance(value, bool):
@@ -145,7 +144,7 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
             raise ConfigError(f"{where}: unknown key; known keys here: {', '.join(known)}")
     values: dict[str, Any] = {}
     defaults = cls()
-    for name in known:
+    for name, f in known.items():
         key = f"{prefix}{name}"
         default = getattr(defaults, name)
         if is_dataclass(default):
@@ -154,7 +153,7 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
                 raise ConfigError(f"{key}: must be a mapping of keys ({', '.join(x.name for x in fields(default))})")
             values[name] = _build(type(default), sub, key + ".")
             continue
-        value = _coerce(key, data[name], default) if name in data else default
+        value = _coerce(key, data[name], str(f.type)) if name in data else default
         rule = _RULES.get(key)
         if rule and not rule[0](value):
             raise ConfigError(f"{key}: {value!r} is not allowed; use {rule[1]}")

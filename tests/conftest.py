@@ -95,7 +95,7 @@ def wipe(storage: Storage) -> None:
             conn.execute(text("DELETE FROM T_CONTENT_FT"))
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     problem = _reachable
     if problem:
         verb = "FAILED" if IN_CI else "were SKIPPED"

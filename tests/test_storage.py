@@ -270,7 +270,7 @@ def build_world(storage: Storage, world: dict) -> tuple[list[User], list[tuple[i
 
 def may_see(world: dict, users: list[User], records: list, viewer: int, index: int) -> bool:
     """SPEC section 2, stated plainly."""
-    rid, owner, _, deleted = records[index]
+    _, owner, _, deleted = records[index]
     role = world["roles"][viewer]
     if deleted or role == "disabled":
         return False

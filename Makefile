@@ -1,0 +1,32 @@
+# The README's two commands: `make run` (install, then start the bot on SQLite) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test install install-test lint bench clean
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+run: install
+	$(PY) -m bot migrate
+	$(PY) -m bot serve
+
+test: install-test
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest
+
+bench: install-test
+	$(PY) -m bench.storage_bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

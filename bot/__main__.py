@@ -1,0 +1,114 @@
+"""The command line: python -m bot [--config PATH] [serve|shell|migrate|check]."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from bot import migrate
+from bot.config import Config, ConfigError, load_config
+from bot.storage import make_engine
+
+log = logging.getLogger("bot")
+
+
+def _safe_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _db_problem(exc: Exception, config: Config) -> str:
+    reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+    return (f"cannot use {_safe_url(config.database.url)}: {reason}; "
+            "check that the server runs and database.url (REC_DATABASE__URL) is right")
+
+
+def cmd_migrate(config: Config) -> int:
+    engine = make_engine(config.database.url)
+    try:
+        before = migrate.current_revision(engine)
+        backend = migrate.upgrade(engine)
+    except SQLAlchemyError as exc:
+        print(f"migrate: {_db_problem(exc, config)}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    head = migrate.head_revision()
+    change = "already current" if before == head else f"{before or 'empty'} -> {head}"
+    print(f"migrate: {_safe_url(config.database.url)} schema {head} ({change}); search: {backend}")
+    return 0
+
+
+def check_lines(config: Config) -> list[tuple[str, bool, str]]:
+    """(part, ok, detail) for each configured part: what works, or what is wrong and how to fix it."""
+    lines: list[tuple[str, bool, str]] = [("config", True, config.source)]
+    engine = make_engine(config.database.url)
+    try:
+        current = migrate.current_revision(engine)
+        head = migrate.head_revision()
+        if current != head:
+            lines.append(("database", False, f"{_safe_url(config.database.url)} is at schema {current or 'none'}, "
+                                             f"the code needs {head}: run python -m bot migrate"))
+        else:
+            from bot import search
+            lines.append(("database", True, f"{_safe_url(config.database.url)} schema {head}, "
+                                            f"search: {search.detect_backend(engine)}"))
+    except SQLAlchemyError as exc:
+        lines.append(("database", False, _db_problem(exc, config)))
+    finally:
+        engine.dispose()
+    if not config.mattermost.url:
+        lines.append(("mattermost", True, "not configured (mattermost.url is empty): slash endpoint only"))
+    return lines
+
+
+def cmd_check(config: Config) -> int:
+    lines = check_lines(config)
+    width = max(len(part) for part, _, _ in lines)
+    for part, ok, detail in lines:
+        print(f"{part:<{width}}  {'ok  ' if ok else 'FAIL'}  {detail}")
+    return 0 if all(ok for _, ok, _ in lines) else 1
+
+
+def cmd_serve(config: Config) -> int:
+    from bot.app import run
+
+    return run(config)
+
+
+def cmd_shell(config: Config, user: str, admin: bool) -> int:
+    from bot.shell import run_shell
+
+    return run_shell(config, user, admin=admin)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bot", description="recbot: operation records in Mattermost")
+    parser.add_argument("--config", help="path of config.yaml (default: $REC_CONFIG, else ./config.yaml)")
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "shell", "migrate", "check"])
+    parser.add_argument("--user", default=None, help="shell: act as this username (registered if new)")
+    parser.add_argument("--admin", action="store_true", help="shell: the user is an admin")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "migrate":
+        return cmd_migrate(config)
+    if args.command == "check":
+        return cmd_check(config)
+    if args.command == "shell":
+        import getpass
+
+        return cmd_shell(config, args.user or getpass.getuser(), args.admin)
+    return cmd_serve(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

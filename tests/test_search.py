@@ -1,0 +1,107 @@
+"""Search equals plain substring matching, whatever plan the accelerator chooses, on both backends."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bot import search
+from bot.storage import Filter, Storage
+from tests.conftest import wipe
+from tests.test_storage import all_pages, make_user
+
+# Small alphabets so that words of every length both match and miss; letters whose case folding
+# is not ASCII, and full-width forms, are there on purpose.
+CHINESE = "服务器重启数据库备份日志清理鑫磊"
+LATIN = "abcABCxyzÉéßİΣσ"
+OTHER = " -_#%'\"\\0１"
+ALPHABET = CHINESE + LATIN + OTHER
+
+texts = st.text(alphabet=ALPHABET, min_size=1, max_size=40).filter(lambda t: t.strip())
+words = st.text(alphabet=CHINESE + LATIN + "-_%'\\0", min_size=1, max_size=5)
+
+
+def reference(bodies: list[tuple[int, str]], query: list[str]) -> list[int]:
+    folded = [w.lower() for w in query]
+    return sorted((rid for rid, body in bodies if all(w in body.lower() for w in folded)), reverse=True)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(corpus=st.lists(texts, min_size=1, max_size=25), query=st.lists(words, min_size=1, max_size=2),
+       picks=st.lists(st.tuples(st.integers(0, 24), st.integers(0, 40), st.integers(1, 5)), max_size=2))
+def test_find_equals_python_substring_matching(storage: Storage, corpus: list[str], query: list[str],
+                                               picks: list[tuple[int, int, int]]) -> None:
+    wipe(storage)
+    admin = make_user(storage, "ada", "admin")
+    bodies = [(storage.add_record(admin, body), body) for body in corpus]
+    # Words cut out of the stored texts make sure matches are exercised, not only misses.
+    for index, start, length in picks:
+        body = corpus[index % len(corpus)]
+        cut = body[start % len(body):][:length].strip()
+        if cut:
+            query = [*query[:1], cut]
+    got = all_pages(storage, admin, Filter(words=tuple(query)), page=4)
+    assert got == reference(bodies, query), f"plan: {storage.search_backend}"
+
+
+SAMPLES = [
+    "服务器重启完成 deploy web-01",
+    "数据库备份 ok",
+    "清理日志 /var/log",
+    "Restarted NGINX after config change",
+    "鑫磊 joined the on-call rota",
+    "ab",
+    "x",
+]
+
+
+@pytest.mark.parametrize("word, expected", [
+    ("重启", [0]), ("服", [0]), ("鑫磊", [4]), ("nginx", [3]), ("NgInX", [3]), ("ab", [5]), ("x", [6, 3]),
+    ("log", [2]), ("备份 ok", [1]), ("absent", []), ("库备", [1]), ("启完成 d", [0]),
+])
+def test_short_long_chinese_and_latin_words(storage: Storage, word: str, expected: list[int]) -> None:
+    admin = make_user(storage, "ada", "admin")
+    ids = [storage.add_record(admin, body) for body in SAMPLES]
+    got = all_pages(storage, admin, Filter(words=(word,)))
+    assert got == [ids[i] for i in expected]
+
+
+def test_sqlite_plans_use_the_trigram_index_and_answer_absent_words_without_scanning(tmp_path) -> None:
+    from bot import migrate
+    from bot.storage import make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    migrate.upgrade(engine)
+    storage = Storage(engine)
+    admin = make_user(storage, "ada", "admin")
+    for body in SAMPLES:
+        storage.add_record(admin, body)
+    with engine.connect() as conn:
+        assert search.plan_search(conn, "sqlite-fts5", ["nginx"]).kind == "fts"
+        assert search.plan_search(conn, "sqlite-fts5", ["鑫磊"]).kind == "fts"
+        assert search.plan_search(conn, "sqlite-fts5", ["zzzz"]).kind == "none"
+        assert search.plan_search(conn, "sqlite-fts5", ["鑫x"]).kind == "none"
+
+
+def test_mariadb_uses_mroonga_when_the_engine_is_installed(mariadb_url: str) -> None:
+    from sqlalchemy import text
+
+    from bot import migrate
+    from bot.storage import make_engine
+
+    engine = make_engine(mariadb_url)
+    with engine.connect() as conn:
+        installed = search.mroonga_available(conn)
+        conn.execute(text("SELECT 1"))
+    assert migrate.upgrade(engine) == ("mroonga" if installed else "like")
+    storage = Storage(engine)
+    admin = make_user(storage, "ada", "admin")
+    ids = [storage.add_record(admin, body) for body in SAMPLES]
+    with engine.connect() as conn:
+        plan = search.plan_search(conn, storage.search_backend, ["鑫磊"])
+        assert plan.kind == ("ids" if installed else "scan")
+        if installed:
+            assert search.plan_search(conn, "mroonga", ["zzzz"]).kind == "none"
+    assert all_pages(storage, admin, Filter(words=("鑫磊",))) == [ids[4]]
+    engine.dispose()
