@@ -253,6 +253,15 @@ class Storage:
         assert found is not None
         return found
 
+    def promote_listed_admin(self, target: User) -> User:
+        """Make a member named in config `admins` an admin (a disabled one stays disabled)."""
+        with self._write() as conn:
+            changed = conn.execute(update(user).where(user.c.id == target.id, user.c.role == "member")
+                                   .values(role="admin", updated_at=self.clock())).rowcount
+            if changed:
+                self._audit(conn, None, "role", f"@{target.username}: member -> admin (listed in config admins)")
+        return self.user_by_id(target.id) or target
+
     def users_with_counts(self, actor: User) -> list[tuple[User, int]]:
         """Every known user and the number of their records not deleted (admins only)."""
         counts = (select(content.c.owner_id, func.count().label("n"))
@@ -358,35 +367,43 @@ class Storage:
             for r in rows
         ]
 
+    def _matching(self, conn: Connection, viewer: User, flt: Filter) -> tuple[Any, Any] | None:
+        """The visible records matching every filter, and the key to order them by; None: nothing can match."""
+        words = [search.fold(w) for w in flt.words if w]
+        plan = search.plan_search(conn, self.search_backend, words)
+        if plan.kind == "none":
+            return None
+        stmt = self._record_select().where(self._visible(viewer))
+        if plan.kind == "fts":
+            fts = text(f"{search.FTS_TABLE} MATCH :fts_q").bindparams(fts_q=plan.match)
+            stmt = stmt.join(text(search.FTS_TABLE), text(f"{search.FTS_TABLE}.rowid = T_CONTENT.id")).where(fts)
+        elif plan.kind == "ids":
+            stmt = stmt.where(content.c.id.in_(
+                select(text("record_id")).select_from(text(search.MROONGA_TABLE))
+                .where(text("MATCH(search_text) AGAINST(:mq IN BOOLEAN MODE)").bindparams(mq=plan.match))
+            ))
+        for word in words:
+            stmt = stmt.where(self._contains(word))
+        if flt.owner_id is not None:
+            stmt = stmt.where(content.c.owner_id == flt.owner_id)
+        for t in flt.tags:
+            stmt = stmt.where(exists().where(tag.c.record_id == content.c.id, tag.c.tag == t.lower().lstrip("#")))
+        if flt.since is not None:
+            stmt = stmt.where(content.c.created_at >= _day_start(flt.since))
+        if flt.until is not None:
+            stmt = stmt.where(content.c.created_at < _day_start(flt.until) + timedelta(days=1))
+        # With FTS5, ordering and bounding by its own rowid lets it stream newest first and stop
+        # after one page, instead of sorting every candidate.
+        key = literal_column(f"{search.FTS_TABLE}.rowid") if plan.kind == "fts" else content.c.id
+        return stmt, key
+
     def find(self, viewer: User, flt: Filter, *, limit: int, before: int | None = None) -> Page:
         """Newest first, the viewer's visible records matching every filter; keyset paged by id."""
-        words = [search.fold(w) for w in flt.words if w]
         with self._read() as conn:
-            plan = search.plan_search(conn, self.search_backend, words)
-            if plan.kind == "none":
+            matching = self._matching(conn, viewer, flt)
+            if matching is None:
                 return Page((), None)
-            stmt = self._record_select().where(self._visible(viewer))
-            if plan.kind == "fts":
-                fts = text(f"{search.FTS_TABLE} MATCH :fts_q").bindparams(fts_q=plan.match)
-                stmt = stmt.join(text(search.FTS_TABLE), text(f"{search.FTS_TABLE}.rowid = T_CONTENT.id")).where(fts)
-            elif plan.kind == "ids":
-                stmt = stmt.where(content.c.id.in_(
-                    select(text("record_id")).select_from(text(search.MROONGA_TABLE))
-                    .where(text("MATCH(search_text) AGAINST(:mq IN BOOLEAN MODE)").bindparams(mq=plan.match))
-                ))
-            for word in words:
-                stmt = stmt.where(self._contains(word))
-            if flt.owner_id is not None:
-                stmt = stmt.where(content.c.owner_id == flt.owner_id)
-            for t in flt.tags:
-                stmt = stmt.where(exists().where(tag.c.record_id == content.c.id, tag.c.tag == t.lower().lstrip("#")))
-            if flt.since is not None:
-                stmt = stmt.where(content.c.created_at >= _day_start(flt.since))
-            if flt.until is not None:
-                stmt = stmt.where(content.c.created_at < _day_start(flt.until) + timedelta(days=1))
-            # With FTS5, ordering and bounding by its own rowid lets it stream newest first and stop
-            # after one page, instead of sorting every candidate.
-            key = literal_column(f"{search.FTS_TABLE}.rowid") if plan.kind == "fts" else content.c.id
+            stmt, key = matching
             if before is not None:
                 stmt = stmt.where(key < before)
             rows = conn.execute(stmt.order_by(key.desc()).limit(limit + 1)).all()
@@ -394,22 +411,15 @@ class Storage:
         more = len(rows) > limit
         return Page(tuple(records), records[-1].id if more and records else None)
 
-    def count(self, viewer: User, flt: Filter) -> int:
-        """How many visible records match (for "page 2 of 7"); the same rule as `find`."""
-        words = [search.fold(w) for w in flt.words if w]
+    def count(self, viewer: User, flt: Filter, *, cap: int = 1000) -> int:
+        """How many visible records match, counting at most cap + 1 (a reply says "1000+")."""
         with self._read() as conn:
-            stmt = select(func.count()).select_from(content).where(self._visible(viewer))
-            for word in words:
-                stmt = stmt.where(self._contains(word))
-            if flt.owner_id is not None:
-                stmt = stmt.where(content.c.owner_id == flt.owner_id)
-            for t in flt.tags:
-                stmt = stmt.where(exists().where(tag.c.record_id == content.c.id, tag.c.tag == t.lower().lstrip("#")))
-            if flt.since is not None:
-                stmt = stmt.where(content.c.created_at >= _day_start(flt.since))
-            if flt.until is not None:
-                stmt = stmt.where(content.c.created_at < _day_start(flt.until) + timedelta(days=1))
-            return int(conn.execute(stmt).scalar_one())
+            matching = self._matching(conn, viewer, flt)
+            if matching is None:
+                return 0
+            stmt, key = matching
+            inner = stmt.with_only_columns(content.c.id).order_by(key.desc()).limit(cap + 1).subquery()
+            return int(conn.execute(select(func.count()).select_from(inner)).scalar_one())
 
     def get_record(self, viewer: User, record_id: int) -> Record:
         """One visible record with its revision count; NotFound when missing or not visible."""

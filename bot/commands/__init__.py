@@ -1,0 +1,10 @@
+"""Every command group; `dispatcher()` builds the one table that routes and generates help."""
+
+from __future__ import annotations
+
+from bot.commands import admin, help, records, share
+from bot.dispatch import Dispatcher
+
+
+def dispatcher() -> Dispatcher:
+    return Dispatcher([records.router, share.router, help.router, admin.router])

@@ -1,0 +1,154 @@
+"""The aiohttp application: slash endpoint, health, metrics; start-up and shut-down of the parts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from aiohttp import ClientSession, ClientTimeout, web
+
+from bot import migrate
+from bot.commands import dispatcher as build_dispatcher
+from bot.config import Config
+from bot.context import Reply, Services
+from bot.dispatch import Dispatcher, Outcome, Result
+from bot.metrics import Metrics
+from bot.slash import SlashRequest, command_response, token_ok
+from bot.storage import Storage, make_engine
+
+log = logging.getLogger(__name__)
+
+COMMAND_TOKEN_SETTING = "mattermost.command_token"  # noqa: S105 (a settings key; the token is stored there)
+ANSWER_WITHIN = 2.5  # Mattermost advises 3 s; past this, acknowledge and answer via response_url
+TOKEN_CACHE_SECONDS = 5.0
+
+SERVICES = web.AppKey("services", Services)
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+METRICS = web.AppKey("metrics", Metrics)
+POOL = web.AppKey("pool", ThreadPoolExecutor)
+STATE = web.AppKey("state", dict)
+
+
+def _reply_json(reply: Reply) -> dict[str, Any]:
+    from bot.render import cap
+
+    return command_response(cap(reply.text), in_channel=reply.in_channel, channel_id=reply.channel_id,
+                            props=reply.props, attachments=reply.attachments)
+
+
+async def _accepted_tokens(app: web.Application) -> list[str]:
+    """Configured tokens plus the one self-registration stored (shared by every process on the database)."""
+    state = app[STATE]
+    now = time.monotonic()
+    if now - state.get("tokens_at", -1e9) > TOKEN_CACHE_SECONDS:
+        services = app[SERVICES]
+        stored = await asyncio.get_running_loop().run_in_executor(app[POOL], services.storage.settings)
+        state["tokens"] = [*services.config.mattermost.slash_tokens, stored.get(COMMAND_TOKEN_SETTING, "")]
+        state["tokens_at"] = now
+    return state["tokens"]
+
+
+async def command(request: web.Request) -> web.Response:
+    app = request.app
+    started = time.perf_counter()
+    fields = await request.post() if request.method == "POST" else request.query
+    slash = SlashRequest.from_fields(fields, request.headers.get("Authorization", ""))  # type: ignore[arg-type]
+    # The token check comes before anything else looks at the request.
+    if not token_ok(slash.token, await _accepted_tokens(app)):
+        app[METRICS].observe("-", Outcome.REFUSED, time.perf_counter() - started)
+        return web.json_response({"error": "this request's token is not one recbot accepts"}, status=401)
+    if not slash.user_id or not slash.user_name:
+        app[METRICS].observe("-", Outcome.USER_ERROR, time.perf_counter() - started)
+        return web.json_response(command_response("The request has no user_id/user_name; "
+                                                  "it must come from Mattermost's slash command."), status=400)
+    loop = asyncio.get_running_loop()
+    work = loop.run_in_executor(app[POOL], app[DISPATCHER].handle, app[SERVICES], slash)
+    try:
+        result: Result = await asyncio.wait_for(asyncio.shield(work), ANSWER_WITHIN)
+    except TimeoutError:
+        if not slash.response_url:
+            result = await work
+        else:
+            task = asyncio.create_task(_answer_later(app, work, slash.response_url, started))
+            app[STATE].setdefault("later", set()).add(task)
+            task.add_done_callback(app[STATE]["later"].discard)
+            return web.json_response(command_response("Working on it; the answer will follow here."))
+    app[METRICS].observe(result.command, result.outcome, time.perf_counter() - started)
+    return web.json_response(_reply_json(result.reply))
+
+
+async def _answer_later(app: web.Application, work: asyncio.Future, url: str, started: float) -> None:
+    result: Result = await work
+    app[METRICS].observe(result.command, result.outcome, time.perf_counter() - started)
+    body = _reply_json(result.reply)
+    delay = 1.0
+    for attempt in range(5):  # a response_url takes 5 uses within 30 minutes
+        try:
+            async with ClientSession(timeout=ClientTimeout(total=10)) as session, \
+                    session.post(url, json=body) as resp:
+                if resp.status < 500:
+                    if resp.status >= 400:
+                        log.warning("response_url refused the late answer: HTTP %s", resp.status)
+                    return
+        except OSError as exc:
+            log.warning("response_url unreachable (attempt %d): %s", attempt + 1, exc)
+        await asyncio.sleep(delay)
+        delay *= 2
+
+
+async def healthz(request: web.Request) -> web.Response:
+    app = request.app
+    try:
+        await asyncio.get_running_loop().run_in_executor(app[POOL], app[SERVICES].storage.ping)
+    except Exception as exc:  # any failure of the database is "not healthy", with its reason
+        return web.json_response({"status": "unhealthy", "database": str(exc).splitlines()[0]}, status=503)
+    return web.json_response({"status": "ok", "database": "ok"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(text=request.app[METRICS].render(), content_type="text/plain", charset="utf-8")
+
+
+def build_app(services: Services, dispatcher: Dispatcher | None = None, *, workers: int = 8) -> web.Application:
+    app = web.Application(client_max_size=1024 * 1024)
+    app[SERVICES] = services
+    app[DISPATCHER] = dispatcher or build_dispatcher()
+    app[METRICS] = Metrics()
+    app[POOL] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="recbot")
+    app[STATE] = {}
+    app.router.add_route("POST", "/mattermost/command", command)
+    app.router.add_route("GET", "/mattermost/command", command)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+
+    async def shutdown(app: web.Application) -> None:
+        for task in list(app[STATE].get("later", ())):
+            await asyncio.wait_for(task, 30)
+        app[POOL].shutdown(wait=True)
+        app[SERVICES].storage.engine.dispose()
+
+    app.on_cleanup.append(shutdown)
+    return app
+
+
+def run(config: Config) -> int:
+    engine = make_engine(config.database.url)
+    backend = migrate.upgrade(engine)
+    storage = Storage(engine)
+    log.info("database ready (%s), search: %s", engine.url.render_as_string(hide_password=True), backend)
+    if not config.mattermost.slash_tokens and not config.mattermost.url:
+        log.warning("no slash token is accepted yet: set mattermost.slash_tokens (REC_MATTERMOST__SLASH_TOKENS) "
+                    "or mattermost.url for self-registration; meanwhile try: python -m bot shell --user NAME")
+    app = build_app(Services(storage, config))
+    log.info("serving /mattermost/command, /healthz and /metrics on http://%s:%s", config.server.host,
+             config.server.port)
+    try:
+        web.run_app(app, host=config.server.host, port=config.server.port, print=None)
+    except OSError as exc:
+        log.error("cannot listen on %s:%s (%s); free the port or set server.port", config.server.host,
+                  config.server.port, exc.strerror or exc)
+        return 1
+    return 0

@@ -1,0 +1,156 @@
+"""admin ...: who sees whose records, roles, restore, runtime settings, host status, the audit log."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import psutil
+
+from bot import settings as runtime_settings
+from bot.context import Context, Reply
+from bot.dispatch import Router
+from bot.parse import ParseError, parse_filters, parse_id, split, split_first
+from bot.render import neutralise, when
+
+router = Router()
+
+
+def _viewer_and_owners(ctx: Context, rest: str) -> tuple:
+    args = parse_filters(rest, words_allowed=False)
+    if args.tags or args.channels or args.since or args.until or args.page or args.before:
+        raise ParseError("name only @users: first the viewer, then one or more owners")
+    if len(args.users) < 2:
+        raise ParseError("name the viewer and at least one owner, e.g. @alice @bob")
+    users = ctx.users(args.users)
+    return users[0], users[1:]
+
+
+@router.command("admin grant", "@viewer @owner [@owner ...]", "the viewer may see every record of each owner",
+                admin=True)
+def grant(ctx: Context, rest: str) -> Reply:
+    viewer, owners = _viewer_and_owners(ctx, rest)
+    new = ctx.storage.grant(ctx.caller, viewer.id, [o.id for o in owners if o.id != viewer.id])
+    names = ", ".join(neutralise(o.username) for o in owners)
+    return Reply(f"{neutralise(viewer.username)} may now see every record of {names} ({new} new).")
+
+
+@router.command("admin revoke", "@viewer @owner [@owner ...]", "take a grant back", admin=True)
+def revoke(ctx: Context, rest: str) -> Reply:
+    viewer, owners = _viewer_and_owners(ctx, rest)
+    gone = ctx.storage.revoke(ctx.caller, viewer.id, [o.id for o in owners])
+    names = ", ".join(neutralise(o.username) for o in owners)
+    return Reply(f"{neutralise(viewer.username)} no longer sees the records of {names} ({gone} removed).")
+
+
+@router.command("admin perms", "@user", "whom the user can see, and who can see the user", admin=True)
+def perms(ctx: Context, rest: str) -> Reply:
+    args = parse_filters(rest, words_allowed=False)
+    if len(args.users) != 1:
+        raise ParseError("name exactly one @user")
+    target = ctx.users(args.users)[0]
+    sees, seen_by = ctx.storage.perms(ctx.caller, target.id)
+    name = neutralise(target.username)
+    sees_text = ", ".join(neutralise(u.username) for u in sees) or "nobody else"
+    seen_text = ", ".join(neutralise(u.username) for u in seen_by) or "nobody (besides admins)"
+    extra = " As an admin they see every record." if target.is_admin else ""
+    return Reply(f"**{name}** ({target.role}) sees the records of: {sees_text}.{extra}\n"
+                 f"Who sees {name}'s records by grant: {seen_text}.")
+
+
+@router.command("admin role", "@user admin|member|disabled",
+                "set a role; a disabled user can neither read nor write (with closed registration, "
+                "this admits a newcomer)", admin=True)
+def role(ctx: Context, rest: str) -> Reply:
+    tokens = split(rest)
+    if len(tokens) != 2 or not tokens[0].startswith("@"):
+        raise ParseError("write the @user and then admin, member or disabled")
+    target = ctx.users([tokens[0][1:]])[0]
+    updated = ctx.storage.set_role(ctx.caller, target.id, tokens[1].lower())
+    return Reply(f"{neutralise(updated.username)} is now **{updated.role}**.")
+
+
+@router.command("admin users", "", "known users, their role and count of records", admin=True)
+def users(ctx: Context, rest: str) -> Reply:
+    if rest.strip():
+        raise ParseError(f"'{rest.strip()[:40]}' is not expected; this command takes nothing")
+    rows = ctx.storage.users_with_counts(ctx.caller)
+    lines = ["| user | role | records |", "|---|---|---:|"]
+    lines += [f"| {neutralise(u.username)} | {u.role} | {n} |" for u, n in rows]
+    return Reply(f"**{len(rows)} user{'s' if len(rows) != 1 else ''}**\n\n" + "\n".join(lines))
+
+
+@router.command("admin restore", "<id>", "undo a delete", admin=True)
+def restore(ctx: Context, rest: str) -> Reply:
+    head, tail = split_first(rest)
+    if not head or tail.strip():
+        raise ParseError("give one record id")
+    record_id = parse_id(head)
+    ctx.storage.restore_record(ctx.caller, record_id)
+    return Reply(f"Restored record **#{record_id}**.")
+
+
+@router.command("admin settings", "", "runtime settings and where each value comes from", admin=True)
+def show_settings(ctx: Context, rest: str) -> Reply:
+    stored = ctx.storage.settings()
+    lines = ["| setting | value | from |", "|---|---|---|"]
+    for key in runtime_settings.SPECS:
+        source = "set at run time" if key in stored else "config"
+        lines.append(f"| {key} | {ctx.settings[key]:g} | {source} |")
+    return Reply("\n".join(lines) + f"\n\nChange one with `/{ctx.config.mattermost.trigger} admin set <key> <value>`.")
+
+
+@router.command("admin set", "<key> <value>", "change a runtime setting (page_size, alerts.*)", admin=True)
+def set_setting(ctx: Context, rest: str) -> Reply:
+    tokens = split(rest)
+    if len(tokens) != 2:
+        raise ParseError("write the key and one value, e.g. page_size 20")
+    key, raw = tokens[0].lower(), tokens[1]
+    try:
+        value = runtime_settings.parse(key, raw, ctx.settings)
+    except ValueError as exc:
+        raise ParseError(str(exc)) from None
+    ctx.storage.set_setting(ctx.caller, key, str(value))
+    return Reply(f"{key} is now {value:g} (was {ctx.settings[key]:g}); it takes effect from the next use.")
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+@router.command("admin status", "", "now: watched disks, CPU, memory, load, uptime", admin=True)
+def status(ctx: Context, rest: str) -> Reply:
+    lines = ["| path | used | free | inodes |", "|---|---:|---:|---:|"]
+    for path in ctx.config.alerts.paths:
+        try:
+            usage = psutil.disk_usage(path)
+            st = os.statvfs(path)
+            inodes = f"{100 * (st.f_files - st.f_ffree) / st.f_files:.1f}%" if st.f_files else "n/a"
+            lines.append(f"| {path} | {usage.percent:.1f}% | {_bytes(usage.free)} | {inodes} |")
+        except OSError as exc:
+            lines.append(f"| {path} | cannot read: {exc.strerror or exc} | | |")
+    mem = psutil.virtual_memory()
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    up = int(time.time() - psutil.boot_time())
+    lines.append("")
+    lines.append(f"CPU {psutil.cpu_percent(interval=0.1):.0f}% of {psutil.cpu_count()} cores · "
+                 f"memory {mem.percent:.0f}% used ({_bytes(mem.available)} free) · load {load} · "
+                 f"up {up // 86400}d {up % 86400 // 3600}h {up % 3600 // 60}m")
+    return Reply("**Host status**\n\n" + "\n".join(lines))
+
+
+@router.command("admin audit", "[N]", "the newest admin actions: who, what, when", admin=True)
+def audit(ctx: Context, rest: str) -> Reply:
+    raw = rest.strip() or "20"
+    if not raw.isdigit() or not 1 <= int(raw) <= 200:
+        raise ParseError(f"'{raw[:40]}' is not a count; give a number from 1 to 200")
+    entries = ctx.storage.recent_audit(ctx.caller, int(raw))
+    if not entries:
+        return Reply("No admin actions yet.")
+    lines = [f"{when(e.created_at)} · {neutralise(e.actor or 'recbot')} · {e.action} · {neutralise(e.detail)}"
+             for e in entries]
+    return Reply("**Admin actions, newest first**\n\n" + "\n".join(f"- {line}" for line in lines))

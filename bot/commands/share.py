@@ -1,0 +1,51 @@
+"""share: let named users see one record, or post it into a channel."""
+
+from __future__ import annotations
+
+import logging
+
+from bot.context import Context, Reply
+from bot.dispatch import Router
+from bot.parse import ParseError, parse_filters, parse_id, split_first
+from bot.render import neutralise, record_full
+
+router = Router()
+log = logging.getLogger(__name__)
+
+
+@router.command("share", "<id> @user [@user ...] | <id> ~channel",
+                "let users see one record (they get a direct message), or post it into a channel",
+                details="Mattermost itself refuses a channel you are not in.")
+def share(ctx: Context, rest: str) -> Reply:
+    head, tail = split_first(rest)
+    if not head:
+        raise ParseError("give the record id, then @users or one ~channel")
+    record_id = parse_id(head)
+    args = parse_filters(tail, words_allowed=False)
+    if args.tags or args.since or args.until or args.page or args.before:
+        raise ParseError("after the id, name only @users or one ~channel")
+    if args.channels and args.users:
+        raise ParseError("share with @users or into one ~channel, not both at once")
+    if len(args.channels) > 1:
+        raise ParseError("name one ~channel at a time")
+    record = ctx.storage.get_record(ctx.caller, record_id)
+    if args.channels:
+        name = args.channels[0]
+        channel_id = ctx.request.channel_mentions.get(name)
+        if not channel_id:
+            raise ParseError(f"~{name} is not a channel Mattermost recognised; pick it from the ~ autocomplete")
+        text = f"{neutralise(ctx.caller.username)} shared a record:\n\n{record_full(record)}"
+        # in_channel with channel_id: Mattermost posts it only if the caller is a member there.
+        return Reply(text, in_channel=True, channel_id=channel_id)
+    if not args.users:
+        raise ParseError("name who to share with (@user) or where (~channel)")
+    targets = ctx.users(args.users)
+    added = ctx.storage.share(ctx.caller, record_id, [u.id for u in targets if u.id != record.owner_id])
+    names = ", ".join(neutralise(u.username) for u in targets)
+    gateway = ctx.services.gateway
+    if gateway is not None:
+        for target in targets:
+            gateway.send_direct(target.mm_user_id,
+                                f"{neutralise(ctx.caller.username)} shared a record with you:\n\n{record_full(record)}")
+    new = f" ({len(added)} new)" if len(added) != len(targets) else ""
+    return Reply(f"Shared record **#{record_id}** with {names}{new}.")

@@ -1,0 +1,73 @@
+"""What every handler gets: the Context (caller, request, services) and the Reply it returns."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from bot.config import Config
+from bot.errors import NotFound
+from bot.slash import SlashRequest
+from bot.storage import Storage, User, utcnow
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    in_channel: bool = False
+    channel_id: str | None = None
+    props: dict[str, Any] | None = None
+    attachments: list[dict[str, Any]] | None = None
+
+
+@dataclass
+class Services:
+    """The long-lived parts, built once per process and handed to every request."""
+
+    storage: Storage
+    config: Config
+    gateway: Any = None  # the Mattermost gateway, when one is configured
+    clock: Callable[[], datetime] = utcnow
+
+
+@dataclass
+class Context:
+    services: Services
+    request: SlashRequest
+    caller: User
+    settings: dict[str, float]
+    commands: Sequence[Any] = field(default_factory=tuple)  # the command table, for help
+
+    @property
+    def storage(self) -> Storage:
+        return self.services.storage
+
+    @property
+    def config(self) -> Config:
+        return self.services.config
+
+    @property
+    def page_size(self) -> int:
+        return int(self.settings["page_size"])
+
+    def users(self, names: Sequence[str]) -> list[User]:
+        """Resolve @names to recbot users: known ones, or ones Mattermost identified in the request."""
+        known = self.storage.users_by_username(names)
+        found: list[User] = []
+        for name in names:
+            key = name.lower()
+            if key in known:
+                found.append(known[key])
+                continue
+            mm_id = self.request.user_mentions.get(key)
+            if mm_id is None and self.services.gateway is not None:
+                mm_id = self.services.gateway.user_id_by_username(key)
+            if mm_id is None:
+                raise NotFound(f"@{name} is not a user recbot knows; check the spelling, "
+                               "or ask them to type /rec help once")
+            role = "member" if self.config.registration == "open" else "disabled"
+            user, _ = self.storage.ensure_user(mm_id, name, role)
+            found.append(user)
+        return found

@@ -1,0 +1,119 @@
+"""The argument parser: words, "quoted phrases", @user, ~channel, #tag, since:/until:, ids, page:N."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date
+
+from bot.errors import UserError
+
+_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class ParseError(UserError):
+    """A part of the command could not be read; the message names that part."""
+
+
+@dataclass
+class Args:
+    words: list[str] = field(default_factory=list)
+    users: list[str] = field(default_factory=list)
+    channels: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    since: date | None = None
+    until: date | None = None
+    page: int | None = None
+    before: int | None = None
+
+
+def split(text: str) -> list[str]:
+    """Split on whitespace; "double quotes" keep a phrase together, and \\" is a literal quote."""
+    tokens: list[str] = []
+    current: list[str] = []
+    quoted = False
+    in_token = False
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text) and text[i + 1] in '"\\':
+            current.append(text[i + 1])
+            in_token = True
+            i += 2
+            continue
+        if ch == '"':
+            quoted = not quoted
+            in_token = True
+        elif ch.isspace() and not quoted:
+            if in_token:
+                tokens.append("".join(current))
+            current, in_token = [], False
+        else:
+            current.append(ch)
+            in_token = True
+        i += 1
+    if quoted:
+        raise ParseError('a quote " is not closed; close it, or write \\" for a literal quote')
+    if in_token:
+        tokens.append("".join(current))
+    return tokens
+
+
+def parse_id(token: str, what: str = "record id") -> int:
+    raw = token.lstrip("#")
+    if not raw.isdigit() or len(raw) > 18 or int(raw) == 0:
+        raise ParseError(f"'{token[:40]}' is not a {what}; use the number shown as #123 in a list")
+    return int(raw)
+
+
+def _date(token: str, prefix: str) -> date:
+    raw = token[len(prefix):]
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise ParseError(f"'{token[:40]}' is not a date; write {prefix}YYYY-MM-DD, e.g. {prefix}2026-01-31") from None
+
+
+def parse_filters(text: str, *, words_allowed: bool = True) -> Args:
+    args = Args()
+    for token in split(text):
+        low = token.lower()
+        if token.startswith("@") and len(token) > 1:
+            name = token[1:]
+            if not _NAME.match(name):
+                raise ParseError(f"'{token[:40]}' is not a username; write @name")
+            args.users.append(name.lower())
+        elif token.startswith("~") and len(token) > 1:
+            args.channels.append(token[1:].lower())
+        elif token.startswith("#") and len(token) > 1 and not token[1:].isdigit():
+            args.tags.append(token[1:].lower())
+        elif low.startswith("since:"):
+            args.since = _date(token, "since:")
+        elif low.startswith("until:"):
+            args.until = _date(token, "until:")
+        elif low.startswith("page:"):
+            raw = token[5:]
+            if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+                raise ParseError(f"'{token[:40]}' is not a page; write page:N with N from 1 to 1000")
+            args.page = int(raw)
+        elif low.startswith("before:"):
+            args.before = parse_id(token[7:], "page cursor")
+        elif words_allowed:
+            if token:
+                args.words.append(token)
+        else:
+            raise ParseError(f"'{token[:40]}' is not understood here; use @user, #tag, since: or until:")
+    if args.since and args.until and args.since > args.until:
+        raise ParseError(f"since:{args.since} is after until:{args.until}; swap them")
+    return args
+
+
+_FIRST = re.compile(r"(\S+)\s?(.*)", re.DOTALL)
+
+
+def split_first(text: str) -> tuple[str, str]:
+    """The first word and the rest after one separator, kept verbatim (record text must round-trip)."""
+    match = _FIRST.match(text.lstrip())
+    if not match:
+        return "", ""
+    return match.group(1), match.group(2)
