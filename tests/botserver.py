@@ -1,0 +1,116 @@
+"""The bot's real aiohttp server on 127.0.0.1, in a thread, and a client that speaks like Mattermost."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from bot.app import build_app
+from bot.context import Services
+from bot.dispatch import Dispatcher
+
+
+class BotServer:
+    """Runs build_app(services) on a free port until stop()."""
+
+    def __init__(self, services: Services, dispatcher: Dispatcher | None = None) -> None:
+        self.services = services
+        self.dispatcher = dispatcher
+        self.loop = asyncio.new_event_loop()
+        self.url = ""
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.runner = web.AppRunner(build_app(self.services, self.dispatcher))
+        self.loop.run_until_complete(self.runner.setup())
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        self.loop.run_until_complete(site.start())
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        self._ready.set()
+        self.loop.run_forever()
+        self.loop.run_until_complete(self.runner.cleanup())
+        self.loop.close()
+
+    def start(self) -> BotServer:
+        self._thread.start()
+        assert self._ready.wait(10), "the bot server did not start"
+        return self
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(30)
+
+
+@dataclass
+class Mattermost:
+    """Sends slash requests shaped field by field like server/channels/app/command.go does."""
+
+    url: str
+    token: str
+    team_id: str = "teamid00000000000000000000"
+    channel_id: str = "chanid00000000000000000000"
+    channel_name: str = "town-square"
+    users: dict[str, str] = field(default_factory=dict)  # username -> Mattermost user id
+    channels: dict[str, str] = field(default_factory=dict)  # channel name -> id
+
+    def user_id(self, name: str) -> str:
+        return self.users.setdefault(name, f"{name:x<26}"[:26])
+
+    def form(self, user: str, text: str, *, token: str | None = None) -> list[tuple[str, str]]:
+        fields = [
+            ("channel_id", self.channel_id), ("channel_name", self.channel_name), ("command", "/rec"),
+            ("response_url", ""), ("team_domain", "ops"), ("team_id", self.team_id), ("text", text),
+            ("token", self.token if token is None else token), ("trigger_id", "trig"),
+            ("user_id", self.user_id(user)), ("user_name", user),
+        ]
+        # Mattermost adds the mentions it recognised, as repeated fields in step.
+        for word in text.split():
+            if word.startswith("@") and word[1:] in self.users:
+                fields += [("user_mentions", word[1:]), ("user_mentions_ids", self.users[word[1:]])]
+            if word.startswith("~") and word[1:] in self.channels:
+                fields += [("channel_mentions", word[1:]), ("channel_mentions_ids", self.channels[word[1:]])]
+        return fields
+
+    def send(self, user: str, text: str, *, token: str | None = None, method: str = "POST",
+             form: list[tuple[str, str]] | None = None) -> tuple[int, Any]:
+        fields = form if form is not None else self.form(user, text, token=token)
+        data = urllib.parse.urlencode(fields).encode()
+        headers = {"Accept": "application/json",
+                   "Authorization": f"Token {self.token if token is None else token}"}
+        target = f"{self.url}/mattermost/command"
+        if method == "GET":
+            request = urllib.request.Request(f"{target}?{data.decode()}", headers=headers, method="GET")
+        else:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+            request = urllib.request.Request(target, data=data, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            body = err.read()
+            return err.code, (json.loads(body) if body.startswith(b"{") else body.decode())
+
+    def text(self, user: str, text: str) -> str:
+        status, body = self.send(user, text)
+        assert status == 200, body
+        assert body["response_type"] == "ephemeral", body
+        return body["text"]
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()

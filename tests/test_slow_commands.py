@@ -1,0 +1,104 @@
+"""A command slower than Mattermost's advised 3 s is acknowledged at once and answered via response_url."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from aiohttp import web
+
+from bot import app as app_module
+from bot.commands import admin, help, records, share
+from bot.context import Context, Reply, Services
+from bot.dispatch import Dispatcher, Router
+from bot.storage import Storage
+from tests.botserver import BotServer, Mattermost
+from tests.test_slash_commands import TOKEN, config
+
+
+class Receiver:
+    """A response_url endpoint (what Mattermost's /hooks/commands/<id> is) on a real socket."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict] = []
+        self.got = threading.Event()
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        async def hook(request: web.Request) -> web.Response:
+            self.bodies.append(await request.json())
+            self.got.set()
+            return web.Response(text="ok")
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            app = web.Application()
+            app.router.add_post("/hooks/commands/abc", hook)
+            self.runner = web.AppRunner(app)
+            self.loop.run_until_complete(self.runner.setup())
+            site = web.TCPSite(self.runner, "127.0.0.1", 0)
+            self.loop.run_until_complete(site.start())
+            self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hooks/commands/abc"
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        ready.wait(10)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.stop()
+
+
+def test_a_slow_command_is_acknowledged_fast_then_answered_at_response_url(
+        storage: Storage, receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(app_module, "ANSWER_WITHIN", 0.3)
+    slow = Router()
+
+    @slow.command("slow", "", "takes its time")
+    def _slow(ctx: Context, rest: str) -> Reply:
+        time.sleep(1.0)
+        return Reply(f"done slowly for {ctx.caller.username}")
+
+    dispatcher = Dispatcher([records.router, share.router, help.router, admin.router, slow])
+    bot = BotServer(Services(storage, config()), dispatcher).start()
+    try:
+        mm = Mattermost(bot.url, TOKEN)
+        form = [(k, receiver.url if k == "response_url" else v) for k, v in mm.form("bob", "slow")]
+        started = time.perf_counter()
+        status, body = mm.send("bob", "", form=form)
+        elapsed = time.perf_counter() - started
+        assert status == 200 and "Working on it" in body["text"]
+        assert elapsed < 1.0
+        assert receiver.got.wait(10)
+        assert receiver.bodies == [{"response_type": "ephemeral", "text": "done slowly for bob"}]
+        # A fast command still answers in the response itself.
+        assert mm.text("bob", "help").startswith("**recbot")
+    finally:
+        bot.stop()
+
+
+def test_the_bare_request_parser_reads_repeated_mentions_in_order() -> None:
+    from multidict import MultiDict
+
+    from bot.slash import SlashRequest
+
+    form = MultiDict([("user_id", "u"), ("user_name", "bob"), ("text", "admin grant @Ann @carl"),
+                      ("user_mentions", "Ann"), ("user_mentions", "carl"),
+                      ("user_mentions_ids", "id-ann"), ("user_mentions_ids", "id-carl"),
+                      ("channel_mentions", "ops"), ("channel_mentions_ids", "id-ops")])
+    req = SlashRequest.from_fields(form, "Token abc")
+    assert req.user_mentions == {"ann": "id-ann", "carl": "id-carl"}
+    assert req.channel_mentions == {"ops": "id-ops"}
+    assert req.token == "abc"
