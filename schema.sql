@@ -105,4 +105,17 @@ CREATE TABLE `T_AUDIT` (
   FOREIGN KEY (`actor_id`) REFERENCES `T_USER` (`id`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
-INSERT INTO alembic_version (version_num) VALUES ('0001');
+CREATE TABLE `T_FILE` (
+  `id` bigint(20) NOT NULL AUTO_INCREMENT,
+  `record_id` bigint(20) NOT NULL,
+  `mm_file_id` varchar(64) NOT NULL,
+  `name` varchar(255) NOT NULL,
+  `size` bigint(20) NOT NULL,
+  `mime_type` varchar(128) NOT NULL,
+  `created_at` datetime(6) NOT NULL,
+  PRIMARY KEY (`id`),
+  KEY `ix_file_record` (`record_id`),
+  FOREIGN KEY (`record_id`) REFERENCES `T_CONTENT` (`id`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+INSERT INTO alembic_version (version_num) VALUES ('0002');

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from collections.abc import Sequence
@@ -63,7 +64,33 @@ def check_lines(config: Config) -> list[tuple[str, bool, str]]:
         engine.dispose()
     if not config.mattermost.url:
         lines.append(("mattermost", True, "not configured (mattermost.url is empty): slash endpoint only"))
+    else:
+        lines += asyncio.run(_check_mattermost(config))
     return lines
+
+
+async def _check_mattermost(config: Config) -> list[tuple[str, bool, str]]:
+    from bot.mattermost import Gateway
+
+    gateway = Gateway(config)
+    try:
+        me = await gateway.start()
+        if not me.user_id:
+            return [("mattermost", False, "; ".join(me.problems))]
+        lines = [("mattermost", True, f"{config.mattermost.url} reachable, bot @{me.username}")]
+        if not me.team_id:
+            lines.append(("team", False, "; ".join(me.problems)))
+            return lines
+        lines.append(("team", True, config.mattermost.team))
+        if config.alerts.channel:
+            trouble = [p for p in me.problems if f"~{config.alerts.channel}" in p]
+            detail = "; ".join(trouble) or f"~{config.alerts.channel}, bot is a member"
+            lines.append(("alert channel", not trouble, detail))
+        ok, detail = await gateway.command_status()
+        lines.append(("command", ok, detail))
+        return lines
+    finally:
+        await gateway.close()
 
 
 def cmd_check(config: Config) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +15,9 @@ from bot import migrate
 from bot.commands import dispatcher as build_dispatcher
 from bot.config import Config
 from bot.context import Reply, Services
+from bot.direct import DirectMessages
 from bot.dispatch import Dispatcher, Outcome, Result
+from bot.mattermost import Gateway, GatewayError
 from bot.metrics import Metrics
 from bot.slash import SlashRequest, command_response, token_ok
 from bot.storage import Storage, make_engine
@@ -112,6 +115,36 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(text=request.app[METRICS].render(), content_type="text/plain", charset="utf-8")
 
 
+async def _connect_mattermost(app: web.Application) -> None:
+    """Log in (retrying while Mattermost is down; slash commands are served meanwhile), register /rec,
+    then listen for direct messages."""
+    services = app[SERVICES]
+    gateway: Gateway = services.gateway
+    delay = 2.0
+    while True:
+        me = await gateway.start()
+        app[STATE]["mattermost_problems"] = me.problems
+        if me.user_id and me.team_id:
+            break
+        for problem in me.problems:
+            log.warning("mattermost: %s (retrying in %.0f s)", problem, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 120.0)
+    for problem in me.problems:
+        log.warning("mattermost: %s", problem)
+    log.info("connected to Mattermost as @%s", me.username)
+    loop = asyncio.get_running_loop()
+    if services.config.mattermost.register_command:
+        try:
+            what, token = await gateway.register_command()
+            await loop.run_in_executor(app[POOL], services.storage.store_internal, COMMAND_TOKEN_SETTING, token)
+            app[STATE]["tokens_at"] = -1e9  # accept the new token at once
+            log.info("/%s command %s", services.config.mattermost.trigger, what)
+        except GatewayError as exc:
+            log.warning("mattermost: %s; serving with mattermost.slash_tokens only", exc)
+    gateway.listen(DirectMessages(services, app[DISPATCHER], gateway, app[POOL]))
+
+
 def build_app(services: Services, dispatcher: Dispatcher | None = None, *, workers: int = 8) -> web.Application:
     app = web.Application(client_max_size=1024 * 1024)
     app[SERVICES] = services
@@ -124,7 +157,20 @@ def build_app(services: Services, dispatcher: Dispatcher | None = None, *, worke
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
 
+    if services.gateway is not None:
+        async def start_mattermost(app: web.Application) -> None:
+            app[STATE]["mattermost"] = asyncio.create_task(_connect_mattermost(app))
+
+        app.on_startup.append(start_mattermost)
+
     async def shutdown(app: web.Application) -> None:
+        task = app[STATE].get("mattermost")
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if app[SERVICES].gateway is not None:
+            await app[SERVICES].gateway.close()
         for task in list(app[STATE].get("later", ())):
             await asyncio.wait_for(task, 30)
         app[POOL].shutdown(wait=True)
@@ -142,7 +188,8 @@ def run(config: Config) -> int:
     if not config.mattermost.slash_tokens and not config.mattermost.url:
         log.warning("no slash token is accepted yet: set mattermost.slash_tokens (REC_MATTERMOST__SLASH_TOKENS) "
                     "or mattermost.url for self-registration; meanwhile try: python -m bot shell --user NAME")
-    app = build_app(Services(storage, config))
+    gateway = Gateway(config) if config.mattermost.url else None
+    app = build_app(Services(storage, config, gateway))
     log.info("serving /mattermost/command, /healthz and /metrics on http://%s:%s", config.server.host,
              config.server.port)
     try:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -81,8 +82,9 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "server.port": (lambda v: 1 <= v <= 65535, "a port number from 1 to 65535"),
     "server.public_url": (lambda v: v == "" or v.startswith(("http://", "https://")),
                           "empty or an http(s):// URL"),
-    "mattermost.url": (lambda v: v == "" or v.startswith(("http://", "https://")),
-                       "empty or an http(s):// URL such as https://chat.example.com"),
+    "mattermost.url": (lambda v: v == "" or (v.startswith(("http://", "https://"))
+                                             and urlsplit(v).path in ("", "/")),
+                       "empty or an http(s):// URL without a path, such as https://chat.example.com"),
     "mattermost.trigger": (
         lambda v: 1 <= len(v) <= 128 and not v.startswith("/") and " " not in v,
         "a word without a leading slash or spaces, such as rec",

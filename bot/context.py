@@ -49,6 +49,12 @@ class Context:
         return self.services.config
 
     @property
+    def file_link(self) -> Callable[[str], str] | None:
+        """How to link a Mattermost file in a reply, when Mattermost is configured."""
+        gateway = self.services.gateway
+        return gateway.file_url if gateway is not None else None
+
+    @property
     def page_size(self) -> int:
         return int(self.settings["page_size"])
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from bot.storage import Record
@@ -54,13 +54,26 @@ def record_list(records: Sequence[Record], header: str, footer: str) -> str:
     return "\n\n".join(p for p in parts if p)
 
 
-def record_full(record: Record) -> str:
-    """One record in full: owner, times, tags, number of revisions, the whole text (cut if huge)."""
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
+
+
+def record_full(record: Record, file_link: Callable[[str], str] | None = None) -> str:
+    """One record in full: owner, times, tags, revisions, files, the whole text (cut if huge)."""
     edited = f" · edited {when(record.updated_at)}" if record.updated_at != record.created_at else ""
     tags = " ".join(f"`#{t}`" for t in record.tags) or "none"
     revs = f"{record.revisions} earlier version" + ("" if record.revisions == 1 else "s")
+    files = ""
+    if record.files:
+        names = [(f"[{f.name}]({file_link(f.mm_file_id)})" if file_link else f.name) + f" ({_size(f.size)})"
+                 for f in record.files]
+        files = "Files: " + ", ".join(neutralise(n) for n in names) + "\n"
     head = (f"**Record #{record.id}** by {neutralise(record.owner)} · {when(record.created_at)}{edited}\n"
-            f"Tags: {tags} · {revs}\n\n")
+            f"Tags: {tags} · {revs}\n{files}\n")
     body = neutralise(record.body)
     room = _BUDGET - len(head)
     if len(body) > room:

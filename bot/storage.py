@@ -38,6 +38,7 @@ from sqlalchemy.exc import IntegrityError
 from bot import search
 from bot.errors import Conflict, Forbidden, NotFound, UserError
 from bot.tables import audit, content, grant, revision, setting, share, tag, user
+from bot.tables import file as file_table
 
 ROLES = ("admin", "member", "disabled")
 MAX_BODY = 60_000
@@ -68,6 +69,14 @@ class User:
 
 
 @dataclass(frozen=True)
+class Attachment:
+    mm_file_id: str
+    name: str
+    size: int
+    mime_type: str
+
+
+@dataclass(frozen=True)
 class Record:
     id: int
     owner_id: int
@@ -77,6 +86,7 @@ class Record:
     created_at: datetime
     updated_at: datetime
     revisions: int = 0
+    files: tuple[Attachment, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -311,8 +321,10 @@ class Storage:
 
     # ---- records -----------------------------------------------------------------------------
 
-    def add_record(self, owner: User, body: str) -> int:
+    def add_record(self, owner: User, body: str, files: Sequence[Attachment] = ()) -> int:
         """Save a record owned by `owner` (who must not be disabled); returns its id."""
+        if files and not body.strip():
+            body = "Files: " + ", ".join(f.name for f in files)
         self._check_body(body)
         now = self.clock()
         folded = search.fold(body)
@@ -327,6 +339,10 @@ class Storage:
                 raise Forbidden("your recbot account is disabled; ask an admin to enable it")
             record_id = int(result.lastrowid)
             self._set_tags(conn, record_id, extract_tags(body), replace=False)
+            if files:
+                conn.execute(insert(file_table), [
+                    {"record_id": record_id, "mm_file_id": f.mm_file_id, "name": f.name[:255], "size": f.size,
+                     "mime_type": f.mime_type[:128], "created_at": now} for f in files])
             search.index_text(conn, self.search_backend, record_id, folded)
         return record_id
 
@@ -354,6 +370,7 @@ class Storage:
         ids = [r.id for r in rows]
         tags: dict[int, list[str]] = {i: [] for i in ids}
         revs: dict[int, int] = {}
+        files: dict[int, list[Attachment]] = {}
         if ids:
             for rid, t in conn.execute(select(tag.c.record_id, tag.c.tag).where(tag.c.record_id.in_(ids))):
                 tags[rid].append(t)
@@ -361,9 +378,12 @@ class Storage:
                 revs = dict(conn.execute(  # type: ignore[arg-type]
                     select(revision.c.record_id, func.count()).where(revision.c.record_id.in_(ids))
                     .group_by(revision.c.record_id)).all())
+                for f in conn.execute(select(file_table).where(file_table.c.record_id.in_(ids))
+                                      .order_by(file_table.c.id)):
+                    files.setdefault(f.record_id, []).append(Attachment(f.mm_file_id, f.name, f.size, f.mime_type))
         return [
             Record(r.id, r.owner_id, r.owner, r.body, tuple(sorted(tags[r.id])), r.created_at, r.updated_at,
-                   revs.get(r.id, 0))
+                   revs.get(r.id, 0), tuple(files.get(r.id, ())))
             for r in rows
         ]
 
@@ -591,6 +611,14 @@ class Storage:
                 conn.execute(update(setting).where(setting.c.name == name)
                              .values(value=value, updated_by=actor.id, updated_at=now))
             self._audit(conn, actor, "set", f"{name}: {old if old is not None else '(default)'} -> {value}")
+
+    def store_internal(self, name: str, value: str) -> None:
+        """A value the bot itself keeps (the registered command's token), with no actor and no audit."""
+        now = self.clock()
+        with self._write() as conn:
+            done = conn.execute(update(setting).where(setting.c.name == name).values(value=value, updated_at=now))
+            if done.rowcount == 0:
+                conn.execute(insert(setting).values(name=name, value=value, updated_by=None, updated_at=now))
 
     def _audit(self, conn: Connection, actor: User | None, action: str, detail: str) -> None:
         conn.execute(insert(audit).values(actor_id=actor.id if actor else None, action=action,

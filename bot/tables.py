@@ -114,3 +114,16 @@ audit = Table(
     Column("created_at", Time, nullable=False),
     **_mysql,
 )
+
+file = Table(
+    "T_FILE", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("record_id", Id, ForeignKey("T_CONTENT.id"), nullable=False),
+    Column("mm_file_id", String(64), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("mime_type", String(128), nullable=False),
+    Column("created_at", Time, nullable=False),
+    Index("ix_file_record", "record_id"),
+    **_mysql,
+)

@@ -95,7 +95,7 @@ def _one_id(rest: str) -> int:
 
 @router.command("show", "<id>", "one record in full: owner, times, tags, revisions")
 def show(ctx: Context, rest: str) -> Reply:
-    return Reply(record_full(ctx.storage.get_record(ctx.caller, _one_id(rest))))
+    return Reply(record_full(ctx.storage.get_record(ctx.caller, _one_id(rest)), ctx.file_link))
 
 
 @router.command("edit", "<id> <text>", "replace a record's text (owner or admin); the old text is kept")

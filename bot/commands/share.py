@@ -6,6 +6,7 @@ import logging
 
 from bot.context import Context, Reply
 from bot.dispatch import Router
+from bot.mattermost import GatewayError
 from bot.parse import ParseError, parse_filters, parse_id, split_first
 from bot.render import neutralise, record_full
 
@@ -34,7 +35,7 @@ def share(ctx: Context, rest: str) -> Reply:
         channel_id = ctx.request.channel_mentions.get(name)
         if not channel_id:
             raise ParseError(f"~{name} is not a channel Mattermost recognised; pick it from the ~ autocomplete")
-        text = f"{neutralise(ctx.caller.username)} shared a record:\n\n{record_full(record)}"
+        text = f"{neutralise(ctx.caller.username)} shared a record:\n\n{record_full(record, ctx.file_link)}"
         # in_channel with channel_id: Mattermost posts it only if the caller is a member there.
         return Reply(text, in_channel=True, channel_id=channel_id)
     if not args.users:
@@ -42,10 +43,21 @@ def share(ctx: Context, rest: str) -> Reply:
     targets = ctx.users(args.users)
     added = ctx.storage.share(ctx.caller, record_id, [u.id for u in targets if u.id != record.owner_id])
     names = ", ".join(neutralise(u.username) for u in targets)
-    gateway = ctx.services.gateway
-    if gateway is not None:
-        for target in targets:
-            gateway.send_direct(target.mm_user_id,
-                                f"{neutralise(ctx.caller.username)} shared a record with you:\n\n{record_full(record)}")
     new = f" ({len(added)} new)" if len(added) != len(targets) else ""
-    return Reply(f"Shared record **#{record_id}** with {names}{new}.")
+    done = f"Shared record **#{record_id}** with {names}{new}."
+    gateway = ctx.services.gateway
+    if gateway is None:
+        return Reply(done)
+    message = f"{neutralise(ctx.caller.username)} shared a record with you:\n\n{record_full(record, ctx.file_link)}"
+    failed: list[str] = []
+    for target in targets:
+        try:
+            gateway.send_direct(target.mm_user_id, message)
+        except GatewayError as exc:
+            log.warning("direct message to %s failed: %s", target.username, exc)
+            failed.append(neutralise(target.username))
+    if failed:
+        return Reply(f"{done} The direct message to {', '.join(failed)} could not be sent "
+                     "(Mattermost did not accept it); they can still open it with "
+                     f"`/{ctx.config.mattermost.trigger} show {record_id}`.")
+    return Reply(done + " They got a direct message.")

@@ -1,0 +1,303 @@
+"""The gateway to Mattermost over mattermostautodriver's AsyncTypedDriver: identity, lookups, posts,
+files, /rec self-registration, and the WebSocket listener for direct messages to the bot.
+
+Its coroutines run on the bot's event loop; command handlers run in worker threads and use the
+blocking wrappers, which hand the work to that loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from mattermostautodriver import AsyncTypedDriver
+from mattermostautodriver.exceptions import MattermostError
+
+from bot.config import Config
+from bot.errors import UserError
+
+log = logging.getLogger(__name__)
+
+USER_CACHE_SECONDS = 300.0
+CALL_TIMEOUT = 20.0
+COMMAND_DESCRIPTION = "Record, find and share operation records"
+COMMAND_HINT = "add <text> | find <words> | list | show <id> | share <id> @user | help"
+
+
+class GatewayError(UserError):
+    """Mattermost refused or could not be reached; the message says what to do."""
+
+
+def explain(exc: BaseException, doing: str) -> str:
+    """One sentence about a failed call: Mattermost's own message when there is one."""
+    if isinstance(exc, MattermostError):
+        return f"{doing}: Mattermost answered {exc.status_code} ({exc})"
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return f"{doing}: Mattermost did not answer in time"
+    return f"{doing}: {type(exc).__name__}: {exc}"
+
+
+@dataclass
+class Identity:
+    user_id: str = ""
+    username: str = ""
+    team_id: str = ""
+    alert_channel_id: str = ""
+    problems: list[str] = field(default_factory=list)
+
+
+def driver_options(url: str, token: str) -> dict[str, Any]:
+    """The driver wants host, scheme and port apart (it cannot reach a server under a sub-path)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme or "https"
+    port = parts.port or (443 if scheme == "https" else 80)
+    return {"url": parts.hostname or "localhost", "scheme": scheme, "port": port, "token": token,
+            "timeout": 30, "request_timeout": CALL_TIMEOUT, "max_retries": 3, "retry_max_sleep": 10}
+
+
+class Gateway:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.mm = config.mattermost
+        self.driver = AsyncTypedDriver(driver_options(self.mm.url, self.mm.bot_token))
+        self.me = Identity()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._users: dict[str, tuple[float, str | None]] = {}
+        self._listener: asyncio.Task | None = None
+        self.connected = asyncio.Event()
+
+    # ---- start-up ---------------------------------------------------------------------------
+
+    async def start(self) -> Identity:
+        """Log in and find the team (and alert channel); problems are collected, not raised."""
+        self.loop = asyncio.get_running_loop()
+        me = Identity()
+        try:
+            user = await self.driver.login()
+            me.user_id, me.username = user["id"], user["username"]
+        except Exception as exc:  # any failure here means "Mattermost is not usable yet"
+            me.problems.append(explain(exc, f"cannot log in to {self.mm.url} with mattermost.bot_token") +
+                               "; check mattermost.url and REC_MATTERMOST__BOT_TOKEN")
+            self.me = me
+            return me
+        try:
+            team = await self.driver.teams.get_team_by_name(self.mm.team)
+            me.team_id = team["id"]
+        except Exception as exc:
+            me.problems.append(explain(exc, f"team '{self.mm.team}' not found") +
+                               f"; check mattermost.team and that @{me.username} is in that team")
+        if me.team_id and self.config.alerts.channel:
+            me.alert_channel_id = await self._alert_channel(me)
+        self.me = me
+        return me
+
+    async def _alert_channel(self, me: Identity) -> str:
+        name = self.config.alerts.channel
+        try:
+            channel = await self.driver.channels.get_channel_by_name(me.team_id, name)
+        except Exception as exc:
+            me.problems.append(explain(exc, f"alert channel ~{name} not found in team {self.mm.team}") +
+                               "; create it or fix alerts.channel")
+            return ""
+        try:
+            await self.driver.channels.get_channel_member(channel["id"], me.user_id)
+        except Exception:
+            me.problems.append(f"the bot is not a member of ~{name}: add @{me.username} to that channel")
+        return channel["id"]
+
+    async def register_command(self) -> tuple[str, str]:
+        """Create or update the team's /trigger command so it calls this bot.
+
+        Returns (what was done: "created", "updated" or "unchanged", the command's token);
+        raises GatewayError when it can't.
+        """
+        if not self.me.team_id:
+            raise GatewayError("cannot register the command without the team")
+        if not self.config.server.public_url:
+            raise GatewayError("server.public_url is empty, so Mattermost could not reach the bot; "
+                               "set it (e.g. http://recbot:8070) or turn mattermost.register_command off")
+        want = {
+            "trigger": self.mm.trigger, "method": "P",
+            "url": self.config.server.public_url.rstrip("/") + "/mattermost/command",
+            "display_name": "recbot", "description": COMMAND_DESCRIPTION, "auto_complete": True,
+            "auto_complete_desc": COMMAND_DESCRIPTION, "auto_complete_hint": COMMAND_HINT,
+            "username": "recbot",
+        }
+        try:
+            commands = await self.driver.commands.list_commands(team_id=self.me.team_id, custom_only=True)
+            existing = next((c for c in commands or [] if c.get("trigger") == self.mm.trigger
+                             and not c.get("delete_at")), None)
+            if existing is None:
+                created = await self.driver.client.post("/api/v4/commands",
+                                                        options={**want, "team_id": self.me.team_id})
+                return "created", created["token"]
+            if all(existing.get(k) == v for k, v in want.items()):
+                return "unchanged", existing["token"]
+            updated = await self.driver.client.put(f"/api/v4/commands/{existing['id']}",
+                                                   options={**existing, **want})
+            return "updated", updated.get("token") or existing["token"]
+        except MattermostError as exc:
+            if exc.status_code in (401, 403):
+                raise GatewayError(
+                    f"the bot account may not manage slash commands in team {self.mm.team} "
+                    f"({exc.status_code}): give @{self.me.username} that permission, or create /{self.mm.trigger} "
+                    "by hand and put its token in mattermost.slash_tokens") from None
+            raise GatewayError(explain(exc, "registering the command failed")) from None
+        except Exception as exc:
+            raise GatewayError(explain(exc, "registering the command failed")) from None
+
+    async def command_status(self) -> tuple[bool, str]:
+        """Whether the team has /trigger pointing at this bot (for `check`; changes nothing)."""
+        want_url = self.config.server.public_url.rstrip("/") + "/mattermost/command"
+        try:
+            commands = await self.driver.commands.list_commands(team_id=self.me.team_id, custom_only=True)
+        except Exception as exc:
+            hint = ("; the bot cannot list commands, so /rec must be created by hand with its token in "
+                    "mattermost.slash_tokens") if self.mm.slash_tokens else ""
+            return bool(self.mm.slash_tokens), explain(exc, "listing the team's commands failed") + hint
+        found = next((c for c in commands or [] if c.get("trigger") == self.mm.trigger), None)
+        if found is None:
+            if self.mm.register_command:
+                return True, f"/{self.mm.trigger} is not registered yet; serve will create it"
+            return False, f"/{self.mm.trigger} does not exist in team {self.mm.team}: create it or set register_command"
+        if found.get("url") != want_url:
+            if self.mm.register_command:
+                return True, f"/{self.mm.trigger} calls {found.get('url')}; serve will point it at {want_url}"
+            return False, f"/{self.mm.trigger} calls {found.get('url')}, not {want_url}: fix the command's URL"
+        return True, f"/{self.mm.trigger} registered, calling {want_url}"
+
+    # ---- calls used by commands ---------------------------------------------------------------
+
+    async def find_user_id(self, username: str) -> str | None:
+        name = username.lower().lstrip("@")
+        cached = self._users.get(name)
+        if cached and time.monotonic() - cached[0] < USER_CACHE_SECONDS:
+            return cached[1]
+        try:
+            user = await self.driver.users.get_user_by_username(name)
+            found = user["id"]
+        except MattermostError as exc:
+            if exc.status_code != 404:
+                raise GatewayError(explain(exc, f"looking up @{name} failed")) from None
+            found = None
+        self._users[name] = (time.monotonic(), found)
+        return found
+
+    async def username_of(self, user_id: str) -> str:
+        user = await self.driver.users.get_user(user_id)
+        return user["username"]
+
+    async def direct_channel(self, user_id: str) -> str:
+        channel = await self.driver.channels.create_direct_channel([self.me.user_id, user_id])
+        return channel["id"]
+
+    async def post(self, channel_id: str, message: str, *, props: dict | None = None,
+                   file_ids: list[str] | None = None, root_id: str | None = None) -> dict:
+        return await self.driver.posts.create_post(channel_id=channel_id, message=message, props=props,
+                                                   file_ids=file_ids, root_id=root_id)
+
+    async def post_direct(self, user_id: str, message: str) -> dict:
+        return await self.post(await self.direct_channel(user_id), message)
+
+    async def upload(self, channel_id: str, filename: str, data: bytes) -> str:
+        result = await self.driver.files.upload_file(channel_id=channel_id, files={"files": (filename, data)})
+        return result["file_infos"][0]["id"]
+
+    async def file_info(self, file_id: str) -> dict:
+        return await self.driver.files.get_file_info(file_id)
+
+    def file_url(self, file_id: str) -> str:
+        return f"{self.mm.url.rstrip('/')}/api/v4/files/{file_id}"
+
+    # ---- blocking wrappers for worker threads -------------------------------------------------
+
+    def _call(self, coro: Awaitable[Any], doing: str) -> Any:
+        if self.loop is None:
+            raise GatewayError(f"{doing}: the Mattermost connection is not started")
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
+        try:
+            return future.result(CALL_TIMEOUT + 5)
+        except GatewayError:
+            raise
+        except Exception as exc:
+            future.cancel()
+            raise GatewayError(explain(exc, doing)) from None
+
+    def user_id_by_username(self, username: str) -> str | None:
+        return self._call(self.find_user_id(username), f"looking up @{username}")
+
+    def send_direct(self, user_id: str, message: str) -> None:
+        self._call(self.post_direct(user_id, message), "sending the direct message")
+
+    # ---- the WebSocket -------------------------------------------------------------------------
+
+    def websocket_url(self) -> str:
+        parts = urlsplit(self.mm.url)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}/api/v4/websocket"
+
+    def listen(self, on_post: Callable[[dict, dict], Awaitable[None]]) -> asyncio.Task:
+        """Start the listener task: authenticate, hand each `posted` event on, reconnect with backoff."""
+        self._listener = asyncio.create_task(self._listen_forever(on_post))
+        return self._listener
+
+    async def _listen_forever(self, on_post: Callable[[dict, dict], Awaitable[None]]) -> None:
+        delay = 1.0
+        while True:
+            try:
+                async with aiohttp.ClientSession() as session, session.ws_connect(
+                        self.websocket_url(), heartbeat=30,
+                        headers={"Authorization": f"Bearer {self.mm.bot_token}"}) as ws:
+                    await ws.send_str(json.dumps({"seq": 1, "action": "authentication_challenge",
+                                                  "data": {"token": self.mm.bot_token}}))
+                    async for message in ws:
+                        if message.type != aiohttp.WSMsgType.TEXT:
+                            break
+                        event = json.loads(message.data)
+                        if event.get("seq_reply") == 1:
+                            if event.get("status") != "OK":
+                                raise GatewayError(f"WebSocket authentication refused: {event.get('error')}")
+                            self.connected.set()
+                            delay = 1.0
+                        elif event.get("event") == "hello":
+                            self.connected.set()
+                            delay = 1.0
+                        elif event.get("event") == "posted":
+                            await self._posted(event, on_post)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("Mattermost WebSocket: %s; reconnecting in %.0f s", exc, delay)
+            self.connected.clear()
+            await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))  # noqa: S311 (jitter, not crypto)
+            delay = min(delay * 2, 60.0)
+
+    async def _posted(self, event: dict, on_post: Callable[[dict, dict], Awaitable[None]]) -> None:
+        data = event.get("data") or {}
+        try:
+            post = json.loads(data.get("post") or "{}")
+        except json.JSONDecodeError:
+            log.warning("a posted event carried a post that is not JSON; ignored")
+            return
+        if not post or post.get("user_id") == self.me.user_id:
+            return  # the bot's own posts come back too
+        try:
+            await on_post(post, data)
+        except Exception:
+            log.exception("handling a direct message failed")
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._listener
+        await self.driver.client.close()
