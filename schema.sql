@@ -118,4 +118,58 @@ CREATE TABLE `T_FILE` (
   FOREIGN KEY (`record_id`) REFERENCES `T_CONTENT` (`id`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
-INSERT INTO alembic_version (version_num) VALUES ('0002');
+CREATE TABLE `T_ALERT_STATE` (
+  `host` varchar(128) NOT NULL,
+  `path` varchar(512) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+  `kind` varchar(16) NOT NULL,
+  `level` varchar(16) NOT NULL,
+  `posted_level` varchar(16) DEFAULT NULL,
+  `last_post_at` datetime(6) DEFAULT NULL,
+  `acknowledged` tinyint(1) NOT NULL,
+  `snoozed_until` datetime(6) DEFAULT NULL,
+  `updated_at` datetime(6) NOT NULL,
+  PRIMARY KEY (`host`,`path`,`kind`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+CREATE TABLE `T_SAMPLE` (
+  `id` bigint(20) NOT NULL AUTO_INCREMENT,
+  `host` varchar(128) NOT NULL,
+  `path` varchar(512) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+  `at` datetime(6) NOT NULL,
+  `used_percent` double NOT NULL,
+  `total_bytes` bigint(20) NOT NULL,
+  `used_bytes` bigint(20) NOT NULL,
+  `free_bytes` bigint(20) NOT NULL,
+  `inodes_total` bigint(20) NOT NULL,
+  `inodes_used` bigint(20) NOT NULL,
+  PRIMARY KEY (`id`),
+  KEY `ix_sample_host_path_at` (`host`,`path`,`at`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+CREATE TABLE `T_OUTBOX` (
+  `id` bigint(20) NOT NULL AUTO_INCREMENT,
+  `host` varchar(128) NOT NULL,
+  `path` varchar(512) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+  `kind` varchar(16) NOT NULL,
+  `level` varchar(16) NOT NULL,
+  `message` text NOT NULL,
+  `chart` mediumblob DEFAULT NULL,
+  `created_at` datetime(6) NOT NULL,
+  `attempts` int(11) NOT NULL,
+  `next_attempt_at` datetime(6) NOT NULL,
+  `sent_at` datetime(6) DEFAULT NULL,
+  `post_id` varchar(64) DEFAULT NULL,
+  `last_error` text DEFAULT NULL,
+  PRIMARY KEY (`id`),
+  KEY `ix_outbox_pending` (`host`,`sent_at`,`id`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+CREATE TABLE `T_LEASE` (
+  `name` varchar(255) NOT NULL,
+  `holder` varchar(255) NOT NULL,
+  `expires_at` datetime(6) NOT NULL,
+  `fencing` bigint(20) NOT NULL,
+  PRIMARY KEY (`name`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+INSERT INTO alembic_version (version_num) VALUES ('0003');

@@ -181,12 +181,14 @@ class Storage:
         return self.search_backend
 
     @contextmanager
-    def _write(self) -> Any:
+    def transaction(self) -> Any:
+        """A write transaction (BEGIN IMMEDIATE on SQLite, so two writers never deadlock on upgrade)."""
         with self._writer.begin() as conn:
             yield conn
 
     @contextmanager
-    def _read(self) -> Any:
+    def connection(self) -> Any:
+        """A connection for reads."""
         with self.engine.connect() as conn:
             yield conn
 
@@ -195,18 +197,18 @@ class Storage:
             "IGNORE", dialect="mysql").prefix_with("IGNORE", dialect="mariadb")
 
     def ping(self) -> None:
-        with self._read() as conn:
+        with self.connection() as conn:
             conn.execute(text("SELECT 1"))
 
     # ---- users -------------------------------------------------------------------------------
 
     def user_by_mm_id(self, mm_user_id: str) -> User | None:
-        with self._read() as conn:
+        with self.connection() as conn:
             row = conn.execute(select(user).where(user.c.mm_user_id == mm_user_id)).first()
         return _user(row) if row else None
 
     def user_by_id(self, user_id: int) -> User | None:
-        with self._read() as conn:
+        with self.connection() as conn:
             row = conn.execute(select(user).where(user.c.id == user_id)).first()
         return _user(row) if row else None
 
@@ -215,7 +217,7 @@ class Storage:
         wanted = {n.lower().lstrip("@") for n in names}
         if not wanted:
             return {}
-        with self._read() as conn:
+        with self.connection() as conn:
             rows = conn.execute(
                 select(user).where(func.lower(user.c.username).in_(wanted)).order_by(user.c.updated_at)
             ).all()
@@ -229,14 +231,14 @@ class Storage:
         existing = self.user_by_mm_id(mm_user_id)
         if existing:
             if existing.username != username:
-                with self._write() as conn:
+                with self.transaction() as conn:
                     conn.execute(update(user).where(user.c.id == existing.id)
                                  .values(username=username, updated_at=now))
                 return self.user_by_mm_id(mm_user_id) or existing, False
             return existing, False
         created = True
         try:
-            with self._write() as conn:
+            with self.transaction() as conn:
                 conn.execute(insert(user).values(
                     mm_user_id=mm_user_id, username=username, role=role_if_new, created_at=now, updated_at=now))
         except IntegrityError:
@@ -248,7 +250,7 @@ class Storage:
     def set_role(self, actor: User, target_id: int, role: str) -> User:
         if role not in ROLES:
             raise UserError(f"'{role}' is not a role; use admin, member or disabled")
-        with self._write() as conn:
+        with self.transaction() as conn:
             self._require_admin(conn, actor)
             target = conn.execute(select(user).where(user.c.id == target_id)).first()
             if target is None:
@@ -265,7 +267,7 @@ class Storage:
 
     def promote_listed_admin(self, target: User) -> User:
         """Make a member named in config `admins` an admin (a disabled one stays disabled)."""
-        with self._write() as conn:
+        with self.transaction() as conn:
             changed = conn.execute(update(user).where(user.c.id == target.id, user.c.role == "member")
                                    .values(role="admin", updated_at=self.clock())).rowcount
             if changed:
@@ -276,7 +278,7 @@ class Storage:
         """Every known user and the number of their records not deleted (admins only)."""
         counts = (select(content.c.owner_id, func.count().label("n"))
                   .where(content.c.deleted_at.is_(None)).group_by(content.c.owner_id).subquery())
-        with self._read() as conn:
+        with self.connection() as conn:
             self._require_admin(conn, actor)
             rows = conn.execute(
                 select(user, func.coalesce(counts.c.n, 0).label("n"))
@@ -328,7 +330,7 @@ class Storage:
         self._check_body(body)
         now = self.clock()
         folded = search.fold(body)
-        with self._write() as conn:
+        with self.transaction() as conn:
             allowed = select(
                 literal(owner.id), literal(body), literal(folded), literal(now), literal(now)
             ).where(exists().where(user.c.id == owner.id, user.c.role.in_(("admin", "member"))))
@@ -419,7 +421,7 @@ class Storage:
 
     def find(self, viewer: User, flt: Filter, *, limit: int, before: int | None = None) -> Page:
         """Newest first, the viewer's visible records matching every filter; keyset paged by id."""
-        with self._read() as conn:
+        with self.connection() as conn:
             matching = self._matching(conn, viewer, flt)
             if matching is None:
                 return Page((), None)
@@ -433,7 +435,7 @@ class Storage:
 
     def count(self, viewer: User, flt: Filter, *, cap: int = 1000) -> int:
         """How many visible records match, counting at most cap + 1 (a reply says "1000+")."""
-        with self._read() as conn:
+        with self.connection() as conn:
             matching = self._matching(conn, viewer, flt)
             if matching is None:
                 return 0
@@ -443,7 +445,7 @@ class Storage:
 
     def get_record(self, viewer: User, record_id: int) -> Record:
         """One visible record with its revision count; NotFound when missing or not visible."""
-        with self._read() as conn:
+        with self.connection() as conn:
             row = conn.execute(
                 self._record_select().where(content.c.id == record_id, self._visible(viewer))
             ).first()
@@ -455,7 +457,7 @@ class Storage:
     def revisions(self, viewer: User, record_id: int) -> list[Revision]:
         """Earlier texts of a visible record, oldest first."""
         editor = user.alias("editor")
-        with self._read() as conn:
+        with self.connection() as conn:
             visible = conn.execute(select(content.c.id).where(content.c.id == record_id, self._visible(viewer))).first()
             if visible is None:
                 raise NotFound(f"record {record_id} does not exist or you cannot see it")
@@ -489,7 +491,7 @@ class Storage:
         self._check_body(body)
         folded = search.fold(body)
         now = self.clock()
-        with self._write() as conn:
+        with self.transaction() as conn:
             row = self._load_for_change(conn, actor, record_id)
             if row.body == body:
                 raise Conflict(f"record {record_id} already has exactly that text; nothing changed")
@@ -510,7 +512,7 @@ class Storage:
     def delete_record(self, actor: User, record_id: int) -> None:
         """Soft delete (owner or admin); an admin can restore it."""
         now = self.clock()
-        with self._write() as conn:
+        with self.transaction() as conn:
             row = self._load_for_change(conn, actor, record_id)
             result = conn.execute(
                 update(content)
@@ -523,7 +525,7 @@ class Storage:
                 self._audit(conn, actor, "delete", f"record {record_id}")
 
     def restore_record(self, actor: User, record_id: int) -> None:
-        with self._write() as conn:
+        with self.transaction() as conn:
             self._require_admin(conn, actor)
             result = conn.execute(
                 update(content).where(content.c.id == record_id, content.c.deleted_at.is_not(None))
@@ -541,7 +543,7 @@ class Storage:
     def grant(self, actor: User, viewer_id: int, owner_ids: Sequence[int]) -> int:
         """Let the viewer see every record of each owner; returns how many grants were new."""
         now = self.clock()
-        with self._write() as conn:
+        with self.transaction() as conn:
             self._require_admin(conn, actor)
             new = 0
             for owner_id in dict.fromkeys(owner_ids):
@@ -556,7 +558,7 @@ class Storage:
 
     def revoke(self, actor: User, viewer_id: int, owner_ids: Sequence[int]) -> int:
         """Take grants back; returns how many existed."""
-        with self._write() as conn:
+        with self.transaction() as conn:
             self._require_admin(conn, actor)
             gone = conn.execute(delete(grant).where(grant.c.viewer_id == viewer_id,
                                                     grant.c.owner_id.in_(list(owner_ids)))).rowcount
@@ -571,7 +573,7 @@ class Storage:
 
     def perms(self, actor: User, user_id: int) -> tuple[list[User], list[User]]:
         """(whose records the user may see by grant, who may see the user's records by grant)."""
-        with self._read() as conn:
+        with self.connection() as conn:
             self._require_admin(conn, actor)
             sees = conn.execute(select(user).join(grant, grant.c.owner_id == user.c.id)
                                 .where(grant.c.viewer_id == user_id).order_by(user.c.username)).all()
@@ -583,7 +585,7 @@ class Storage:
         """Let each user see this one record (the actor must see it); returns the newly added ids."""
         now = self.clock()
         added: list[int] = []
-        with self._write() as conn:
+        with self.transaction() as conn:
             self._load_for_change(conn, actor, record_id)
             for uid in dict.fromkeys(user_ids):
                 visible_to_actor = select(literal(uid), literal(record_id), literal(actor.id), literal(now)).where(
@@ -597,12 +599,12 @@ class Storage:
     # ---- settings and audit ------------------------------------------------------------------
 
     def settings(self) -> dict[str, str]:
-        with self._read() as conn:
+        with self.connection() as conn:
             return {r.name: r.value for r in conn.execute(select(setting.c.name, setting.c.value))}
 
     def set_setting(self, actor: User, name: str, value: str) -> None:
         now = self.clock()
-        with self._write() as conn:
+        with self.transaction() as conn:
             self._require_admin(conn, actor)
             old = conn.execute(select(setting.c.value).where(setting.c.name == name)).scalar()
             if old is None:
@@ -615,7 +617,7 @@ class Storage:
     def store_internal(self, name: str, value: str) -> None:
         """A value the bot itself keeps (the registered command's token), with no actor and no audit."""
         now = self.clock()
-        with self._write() as conn:
+        with self.transaction() as conn:
             done = conn.execute(update(setting).where(setting.c.name == name).values(value=value, updated_at=now))
             if done.rowcount == 0:
                 conn.execute(insert(setting).values(name=name, value=value, updated_by=None, updated_at=now))
@@ -626,7 +628,7 @@ class Storage:
 
     def recent_audit(self, actor: User, limit: int = 20) -> list[AuditEntry]:
         who = user.alias("who")
-        with self._read() as conn:
+        with self.connection() as conn:
             self._require_admin(conn, actor)
             rows = conn.execute(
                 select(audit.c.id, who.c.username, audit.c.action, audit.c.detail, audit.c.created_at)

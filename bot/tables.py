@@ -7,11 +7,14 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
+    Double,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -27,6 +30,9 @@ Id = BigInteger().with_variant(Integer(), "sqlite")
 Time = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 Body = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 # The search copy is compared byte for byte: the folding is done once, in Python, on write.
+# Paths are compared as bytes: /Data and /data are two mounts.
+PathStr = String(512).with_variant(mysql.VARCHAR(512, collation="utf8mb4_bin"), "mysql", "mariadb")
+Blob = LargeBinary().with_variant(mysql.MEDIUMBLOB(), "mysql", "mariadb")
 SearchText = Text().with_variant(mysql.MEDIUMTEXT(collation="utf8mb4_bin"), "mysql", "mariadb")
 
 _mysql = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_unicode_ci"}
@@ -125,5 +131,63 @@ file = Table(
     Column("mime_type", String(128), nullable=False),
     Column("created_at", Time, nullable=False),
     Index("ix_file_record", "record_id"),
+    **_mysql,
+)
+
+alert_state = Table(
+    "T_ALERT_STATE", metadata,
+    Column("host", String(128), primary_key=True),
+    Column("path", PathStr, primary_key=True),
+    Column("kind", String(16), primary_key=True),
+    Column("level", String(16), nullable=False),
+    Column("posted_level", String(16), nullable=True),
+    Column("last_post_at", Time, nullable=True),
+    Column("acknowledged", Boolean, nullable=False),
+    Column("snoozed_until", Time, nullable=True),
+    Column("updated_at", Time, nullable=False),
+    **_mysql,
+)
+
+sample = Table(
+    "T_SAMPLE", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("host", String(128), nullable=False),
+    Column("path", PathStr, nullable=False),
+    Column("at", Time, nullable=False),
+    Column("used_percent", Double, nullable=False),
+    Column("total_bytes", BigInteger, nullable=False),
+    Column("used_bytes", BigInteger, nullable=False),
+    Column("free_bytes", BigInteger, nullable=False),
+    Column("inodes_total", BigInteger, nullable=False),
+    Column("inodes_used", BigInteger, nullable=False),
+    Index("ix_sample_host_path_at", "host", "path", "at"),
+    **_mysql,
+)
+
+outbox = Table(
+    "T_OUTBOX", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("host", String(128), nullable=False),
+    Column("path", PathStr, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("level", String(16), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("chart", Blob, nullable=True),
+    Column("created_at", Time, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", Time, nullable=False),
+    Column("sent_at", Time, nullable=True),
+    Column("post_id", String(64), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Index("ix_outbox_pending", "host", "sent_at", "id"),
+    **_mysql,
+)
+
+lease = Table(
+    "T_LEASE", metadata,
+    Column("name", String(255), primary_key=True),
+    Column("holder", String(255), nullable=False),
+    Column("expires_at", Time, nullable=False),
+    Column("fencing", BigInteger, nullable=False),
     **_mysql,
 )
