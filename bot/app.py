@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import ClientSession, ClientTimeout, web
 
 from bot import migrate
+from bot.alerts import Alerts
 from bot.commands import dispatcher as build_dispatcher
 from bot.config import Config
 from bot.context import Reply, Services
@@ -19,6 +20,7 @@ from bot.direct import DirectMessages
 from bot.dispatch import Dispatcher, Outcome, Result
 from bot.mattermost import Gateway, GatewayError
 from bot.metrics import Metrics
+from bot.scheduler import AlertScheduler
 from bot.slash import SlashRequest, command_response, token_ok
 from bot.storage import Storage, make_engine
 
@@ -33,6 +35,7 @@ DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 METRICS = web.AppKey("metrics", Metrics)
 POOL = web.AppKey("pool", ThreadPoolExecutor)
 STATE = web.AppKey("state", dict)
+SCHEDULER = web.AppKey("scheduler", AlertScheduler)
 
 
 def _reply_json(reply: Reply) -> dict[str, Any]:
@@ -102,6 +105,23 @@ async def _answer_later(app: web.Application, work: asyncio.Future, url: str, st
         delay *= 2
 
 
+async def action(request: web.Request) -> web.Response:
+    """A click on an alert button; the signed context is the only credential Mattermost sends."""
+    alerts = request.app[SERVICES].alerts
+    if alerts is None:
+        return web.json_response({"ephemeral_text": "Disk alerts are not enabled on this bot."}, status=404)
+    try:
+        body = await request.json()
+        context = body.get("context") or {}
+        username = str(body.get("user_name") or body.get("user_id") or "someone")
+        if not isinstance(context, dict):
+            raise ValueError("context is not an object")
+    except (ValueError, AttributeError):
+        return web.json_response({"ephemeral_text": "The request is not a Mattermost button click."}, status=400)
+    status, text = await asyncio.get_running_loop().run_in_executor(request.app[POOL], alerts.act, context, username)
+    return web.json_response({"ephemeral_text": text}, status=status)
+
+
 async def healthz(request: web.Request) -> web.Response:
     app = request.app
     try:
@@ -133,6 +153,9 @@ async def _connect_mattermost(app: web.Application) -> None:
     for problem in me.problems:
         log.warning("mattermost: %s", problem)
     log.info("connected to Mattermost as @%s", me.username)
+    if services.alerts is not None:
+        services.alerts.gateway = gateway
+        services.alerts.channel_id = me.alert_channel_id
     loop = asyncio.get_running_loop()
     if services.config.mattermost.register_command:
         try:
@@ -154,8 +177,21 @@ def build_app(services: Services, dispatcher: Dispatcher | None = None, *, worke
     app[STATE] = {}
     app.router.add_route("POST", "/mattermost/command", command)
     app.router.add_route("GET", "/mattermost/command", command)
+    app.router.add_post("/mattermost/action", action)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+
+    if services.alerts is not None:
+        app[SCHEDULER] = AlertScheduler(services.alerts)
+
+        async def start_alerts(app: web.Application) -> None:
+            await app[SCHEDULER].start()
+
+        async def stop_alerts(app: web.Application) -> None:
+            await app[SCHEDULER].stop()
+
+        app.on_startup.append(start_alerts)
+        app.on_cleanup.append(stop_alerts)
 
     if services.gateway is not None:
         async def start_mattermost(app: web.Application) -> None:
@@ -189,7 +225,8 @@ def run(config: Config) -> int:
         log.warning("no slash token is accepted yet: set mattermost.slash_tokens (REC_MATTERMOST__SLASH_TOKENS) "
                     "or mattermost.url for self-registration; meanwhile try: python -m bot shell --user NAME")
     gateway = Gateway(config) if config.mattermost.url else None
-    app = build_app(Services(storage, config, gateway))
+    alerts = Alerts(storage, config, gateway) if config.alerts.channel else None
+    app = build_app(Services(storage, config, gateway, alerts))
     log.info("serving /mattermost/command, /healthz and /metrics on http://%s:%s", config.server.host,
              config.server.port)
     try:

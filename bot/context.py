@@ -29,6 +29,7 @@ class Services:
     storage: Storage
     config: Config
     gateway: Any = None  # the Mattermost gateway, when one is configured
+    alerts: Any = None  # the disk alerts, when alerts.channel is configured
     clock: Callable[[], datetime] = utcnow
 
 

@@ -238,6 +238,13 @@ class Gateway:
     def send_direct(self, user_id: str, message: str) -> None:
         self._call(self.post_direct(user_id, message), "sending the direct message")
 
+    def send_direct_file(self, user_id: str, message: str, filename: str, data: bytes) -> None:
+        async def send() -> None:
+            channel = await self.direct_channel(user_id)
+            await self.post(channel, message, file_ids=[await self.upload(channel, filename, data)])
+
+        self._call(send(), "sending the chart")
+
     # ---- the WebSocket -------------------------------------------------------------------------
 
     def websocket_url(self) -> str:

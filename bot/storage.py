@@ -622,6 +622,11 @@ class Storage:
             if done.rowcount == 0:
                 conn.execute(insert(setting).values(name=name, value=value, updated_by=None, updated_at=now))
 
+    def audit_system(self, action: str, detail: str) -> None:
+        """An audit entry for something done outside a command (an alert button, start-up)."""
+        with self.transaction() as conn:
+            self._audit(conn, None, action, detail)
+
     def _audit(self, conn: Connection, actor: User | None, action: str, detail: str) -> None:
         conn.execute(insert(audit).values(actor_id=actor.id if actor else None, action=action,
                                           detail=detail, created_at=self.clock()))

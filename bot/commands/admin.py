@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import timedelta
 
 import psutil
 
 from bot import settings as runtime_settings
+from bot.charts import usage_chart
 from bot.context import Context, Reply
 from bot.dispatch import Router
+from bot.errors import UserError
 from bot.parse import ParseError, parse_filters, parse_id, split, split_first
 from bot.render import neutralise, when
 
@@ -140,7 +143,47 @@ def status(ctx: Context, rest: str) -> Reply:
     lines.append(f"CPU {psutil.cpu_percent(interval=0.1):.0f}% of {psutil.cpu_count()} cores · "
                  f"memory {mem.percent:.0f}% used ({_bytes(mem.available)} free) · load {load} · "
                  f"up {up // 86400}d {up % 86400 // 3600}h {up % 3600 // 60}m")
-    return Reply("**Host status**\n\n" + "\n".join(lines))
+    lines += _alert_lines(ctx)
+    text = "**Host status**\n\n" + "\n".join(lines)
+    return Reply(text + _send_chart(ctx))
+
+
+def _alert_lines(ctx: Context) -> list[str]:
+    alerts = ctx.services.alerts
+    if alerts is None:
+        return ["", "Disk alerts are off (alerts.channel is empty)."]
+    states = alerts.store.states()
+    problems = [f"- {path} {kind}: **{st.level}**" + (" (acknowledged)" if st.acknowledged else "")
+                + (f" (snoozed until {when(st.snoozed_until)})" if st.snoozed_until else "")
+                for (path, kind), st in sorted(states.items()) if st.level != "ok"]
+    held = alerts.store.holder()
+    poster = f"poster: {held[0]}" if held else "no poster yet"
+    return ["", f"**Alerts** ({poster}, {alerts.store.pending_count()} waiting to be posted)"] + (
+        problems or ["- every watched path is ok"])
+
+
+def _send_chart(ctx: Context) -> str:
+    gateway, alerts = ctx.services.gateway, ctx.services.alerts
+    if gateway is None or alerts is None:
+        return ""
+    now = alerts.clock()
+    usage = []
+    for path in ctx.config.alerts.paths:
+        try:
+            usage.append((path, psutil.disk_usage(path).percent))
+        except OSError:
+            continue
+    if not usage:
+        return ""
+    trend = alerts.store.history([usage[0][0]], now - timedelta(hours=24))[usage[0][0]]
+    png = usage_chart(f"Disk use on {alerts.host}", usage, trend, ctx.settings["alerts.warn_percent"],
+                      ctx.settings["alerts.critical_percent"], now)
+    try:
+        gateway.send_direct_file(ctx.caller.mm_user_id, f"Disk use on {alerts.host} (status of {when(now)})",
+                                 "disk-status.png", png)
+    except UserError as exc:
+        return f"\n\n_The chart could not be sent: {exc}._"
+    return "\n\n_The chart is in your direct messages with the bot._"
 
 
 @router.command("admin audit", "[N]", "the newest admin actions: who, what, when", admin=True)

@@ -1,0 +1,74 @@
+"""PNG charts for alerts and status: use per path, and the last 24 hours' trend of one path.
+
+Drawn with Pillow alone (no plotting stack); every figure in a chart is also in the message text,
+for phones and screen readers.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from PIL import Image, ImageDraw, ImageFont
+
+WIDTH, HEIGHT = 720, 360
+BG, FG, GRID = (255, 255, 255), (33, 37, 41), (222, 226, 230)
+OK, WARN, CRIT = (46, 160, 67), (219, 154, 4), (207, 34, 46)
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow built without FreeType: the fixed bitmap font still works
+        return ImageFont.load_default()
+
+
+def _colour(percent: float, warn: float, critical: float) -> tuple[int, int, int]:
+    return CRIT if percent >= critical else WARN if percent >= warn else OK
+
+
+def usage_chart(title: str, usage: Sequence[tuple[str, float]], trend: Sequence[tuple[datetime, float]],
+                warn: float, critical: float, now: datetime) -> bytes:
+    """Bars of used % per path on the left; the trend of the first path over 24 h on the right."""
+    image = Image.new("RGB", (WIDTH, HEIGHT), BG)
+    draw = ImageDraw.Draw(image)
+    font, small = _font(16), _font(12)
+    draw.text((16, 10), title[:80], fill=FG, font=font)
+
+    # Left: one horizontal bar per path.
+    left, top, bar_w = 16, 48, 300
+    row = max(22, min(48, (HEIGHT - top - 20) // max(1, len(usage))))
+    for i, (path, percent) in enumerate(usage[:12]):
+        y = top + i * row
+        draw.text((left, y), path[-28:], fill=FG, font=small)
+        draw.rectangle((left, y + 15, left + bar_w, y + row - 6), outline=GRID, fill=(248, 249, 250))
+        filled = left + int(bar_w * max(0.0, min(percent, 100.0)) / 100)
+        draw.rectangle((left, y + 15, filled, y + row - 6), fill=_colour(percent, warn, critical))
+        draw.text((left + bar_w + 6, y + 12), f"{percent:.1f}%", fill=FG, font=small)
+
+    # Right: 24 hours of the first path, with the thresholds drawn in.
+    x0, y0, x1, y1 = 400, 60, WIDTH - 20, HEIGHT - 40
+    draw.rectangle((x0, y0, x1, y1), outline=GRID)
+    for level, colour in ((warn, WARN), (critical, CRIT)):
+        y = y1 - (y1 - y0) * level / 100
+        draw.line((x0, y, x1, y), fill=colour, width=1)
+        draw.text((x0 - 34, y - 7), f"{level:.0f}%", fill=colour, font=small)
+    start = now - timedelta(hours=24)
+    points = [
+        (x0 + (x1 - x0) * max(0.0, (at - start).total_seconds()) / 86400, y1 - (y1 - y0) * min(p, 100.0) / 100)
+        for at, p in trend if at >= start
+    ]
+    if len(points) >= 2:
+        draw.line(points, fill=(13, 110, 253), width=2)
+    elif points:
+        x, y = points[0]
+        draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=(13, 110, 253))
+    label = f"last 24 h: {usage[0][0][-30:]}" if usage else "last 24 h"
+    draw.text((x0, y0 - 20), label, fill=FG, font=small)
+    draw.text((x0, y1 + 6), "-24 h", fill=FG, font=small)
+    draw.text((x1 - 30, y1 + 6), "now", fill=FG, font=small)
+
+    out = io.BytesIO()
+    image.save(out, format="PNG", optimize=True)
+    return out.getvalue()
