@@ -34,7 +34,8 @@ def share(ctx: Context, rest: str) -> Reply:
         name = args.channels[0]
         channel_id = ctx.request.channel_mentions.get(name)
         if not channel_id:
-            raise ParseError(f"~{name} is not a channel Mattermost recognised; pick it from the ~ autocomplete")
+            raise ParseError(f"~{name} is not a channel Mattermost recognised (it passes on public channels only); "
+                             "pick a public channel from the ~ autocomplete, or share with @users")
         text = f"{neutralise(ctx.caller.username)} shared a record:\n\n{record_full(record, ctx.file_link)}"
         # in_channel with channel_id: Mattermost posts it only if the caller is a member there.
         return Reply(text, in_channel=True, channel_id=channel_id)

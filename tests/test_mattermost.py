@@ -1,0 +1,312 @@
+"""End to end: the bot's real server and the real mattermostautodriver client against the stateful fake
+Mattermost, over real sockets, on SQLite and MariaDB."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from sqlalchemy import select
+
+from bot.app import COMMAND_TOKEN_SETTING, build_app
+from bot.config import Config, MattermostConfig, ServerConfig
+from bot.context import Services
+from bot.mattermost import Gateway
+from bot.storage import Filter, Storage
+from bot.tables import file as file_table
+from tests.fakes.mattermost import FakeMattermost
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class World:
+    fake: FakeMattermost
+    storage: Storage
+    config: Config
+    bot: dict
+    team: dict
+    town: dict
+    alerts: dict
+    users: dict[str, dict]
+    runner: web.AppRunner | None = None
+    services: Services | None = None
+
+    async def start_bot(self, config: Config | None = None) -> None:
+        config = config or self.config
+        self.services = Services(self.storage, config, Gateway(config))
+        self.runner = web.AppRunner(build_app(self.services))
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", config.server.port).start()
+
+    async def stop_bot(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+    async def ready(self) -> None:
+        """Until the bot has registered /rec and its WebSocket is authenticated."""
+        for _ in range(500):
+            if self.services and self.services.gateway.connected.is_set() and any(
+                    c["trigger"] == "rec" and c["url"].startswith(self.config.server.public_url)
+                    for c in self.fake.commands.values()):
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError("the bot did not connect and register within 10 s")
+
+    async def rec(self, user: str, text: str, channel: dict | None = None) -> tuple[int, dict, str]:
+        """Run /rec as a user through the fake's commands/execute; return (status, body, reply seen)."""
+        before = len(self.fake.posts)
+        status, body = await self.fake.execute(self.users[user]["id"], (channel or self.town)["id"], f"/rec {text}")
+        seen = [p["message"] for p in self.fake.posts[before:]
+                if p.get("ephemeral") and p["user_id"] == self.users[user]["id"]]
+        return status, body, "\n".join(seen)
+
+
+@pytest.fixture
+async def world(storage: Storage) -> AsyncIterator[World]:
+    fake = FakeMattermost()
+    base = await fake.start()
+    bot = fake.add_user("recbot", is_bot=True, can_manage_commands=True)
+    team = fake.add_team("ops")
+    town = fake.add_channel(team, "town-square")
+    alerts = fake.add_channel(team, "ops-alerts")
+    users = {"recbot": bot}
+    for name in ("alice", "bob", "carol"):
+        users[name] = fake.add_user(name)
+        fake.add_member(town, users[name])
+    fake.add_member(town, bot)
+    fake.add_member(alerts, bot)
+    port = free_port()
+    config = Config(server=ServerConfig(port=port, public_url=f"http://127.0.0.1:{port}"),
+                    mattermost=MattermostConfig(url=base, bot_token=bot["token"], team="ops"), admins=("alice",))
+    w = World(fake, storage, config, bot, team, town, alerts, users)
+    await w.start_bot()
+    await w.ready()
+    yield w
+    await w.stop_bot()
+    await fake.stop()
+
+
+async def test_a_user_adds_a_record_through_commands_execute_and_sees_the_ephemeral_reply(world: World) -> None:
+    status, _, seen = await world.rec("bob", "add restarted nginx on web-01 #deploy")
+    assert status == 200
+    assert re.fullmatch(r"Saved record \*\*#\d+\*\*\. Tags: `#deploy`\.", seen)
+    bob = world.storage.users_by_username(["bob"])["bob"]
+    assert bob.mm_user_id == world.users["bob"]["id"]
+    assert [r.body for r in world.storage.find(bob, Filter(), limit=5).records] == ["restarted nginx on web-01 #deploy"]
+    request = world.fake.slash_requests[-1]
+    assert request["headers"]["Authorization"] == "Token " + world.storage.settings()[COMMAND_TOKEN_SETTING]
+
+
+async def test_an_admin_grant_then_find_shows_the_owners_records(world: World) -> None:
+    await world.rec("carol", "add rotated certificates on lb-02")
+    _, _, before = await world.rec("bob", "find certificates")
+    assert before.startswith("No matches")
+    _, _, granted = await world.rec("alice", "admin grant @bob @carol")
+    assert "may now see every record of carol" in granted
+    _, _, after = await world.rec("bob", "find certificates")
+    assert "rotated certificates on lb-02" in after
+
+
+async def test_share_to_a_user_sends_them_a_direct_message_from_the_bot_without_pings(world: World) -> None:
+    _, _, added = await world.rec("bob", "add paged @channel about the outage")
+    rid = re.search(r"#(\d+)", added).group(1)
+    _, _, shared = await world.rec("bob", f"share {rid} @carol")
+    assert "They got a direct message" in shared
+    dm = world.fake.direct_channel(world.bot["id"], world.users["carol"]["id"])
+    assert dm is not None
+    post = await world.fake.wait_for_post(lambda p: p["channel_id"] == dm["id"] and not p.get("ephemeral"))
+    assert post["user_id"] == world.bot["id"]
+    assert "paged @\u200bchannel about the outage" in post["message"]
+    _, _, shown = await world.rec("carol", f"show {rid}")
+    assert "paged" in shown
+
+
+async def test_share_into_a_channel_the_caller_is_not_in_is_refused_by_mattermost(world: World) -> None:
+    backstage = world.fake.add_channel(world.team, "backstage")  # public, but bob is not in it
+    world.fake.add_member(backstage, world.users["alice"])
+    _, _, added = await world.rec("bob", "add bob's finding")
+    rid = re.search(r"#(\d+)", added).group(1)
+    status, body, _ = await world.rec("bob", f"share {rid} ~backstage")
+    assert status != 200, body
+    assert not [p for p in world.fake.posts if p["channel_id"] == backstage["id"]]
+    # Mattermost does not resolve private channels in mentions, so the bot says what to do instead.
+    secret = world.fake.add_channel(world.team, "secret", type="P")
+    world.fake.add_member(secret, world.users["bob"])
+    status, _, seen = await world.rec("bob", f"share {rid} ~secret")
+    assert status == 200 and "~secret is not a channel Mattermost recognised" in seen
+    # A channel the caller is in takes the post, authored by the caller as Mattermost does it.
+    status, _, _ = await world.rec("bob", f"share {rid} ~town-square")
+    assert status == 200
+    post = await world.fake.wait_for_post(lambda p: p["channel_id"] == world.town["id"] and "shared a record" in
+                                          p["message"] and not p.get("ephemeral"))
+    assert post["user_id"] == world.users["bob"]["id"]
+
+
+async def test_a_restart_does_not_create_a_second_command(world: World) -> None:
+    token = world.storage.settings()[COMMAND_TOKEN_SETTING]
+    await world.stop_bot()
+    await world.start_bot()
+    await world.ready()
+    assert len([c for c in world.fake.commands.values() if c["trigger"] == "rec"]) == 1
+    assert world.storage.settings()[COMMAND_TOKEN_SETTING] == token
+    status, _, seen = await world.rec("bob", "add after restart")
+    assert status == 200 and seen.startswith("Saved record")
+
+
+async def test_a_changed_public_url_updates_the_command_instead_of_adding_one(world: World) -> None:
+    await world.stop_bot()
+    port = free_port()
+    moved = Config(server=ServerConfig(port=port, public_url=f"http://127.0.0.1:{port}"),
+                   mattermost=world.config.mattermost, admins=world.config.admins)
+    world.config = moved
+    await world.start_bot(moved)
+    await world.ready()
+    commands = [c for c in world.fake.commands.values() if c["trigger"] == "rec"]
+    assert len(commands) == 1 and commands[0]["url"] == f"http://127.0.0.1:{port}/mattermost/command"
+    status, _, seen = await world.rec("bob", "help")
+    assert status == 200 and "/rec add" in seen
+
+
+async def test_a_direct_message_with_a_file_becomes_a_record_with_that_file(world: World) -> None:
+    bob = world.users["bob"]
+    dm = world.fake._get_or_create_dm(bob["id"], world.bot["id"])
+    info = world.fake.add_file(bob, dm["id"], "df-web01.txt", b"/dev/sda1 95% /var\n")
+    await world.fake.user_posts_dm(bob, world.bot, "disk nearly full on web-01 #disk", file_ids=[info["id"]])
+    reply = await world.fake.wait_for_post(lambda p: p["channel_id"] == dm["id"] and p["user_id"] == world.bot["id"])
+    assert "Saved record" in reply["message"] and "with 1 file" in reply["message"]
+    rid = int(re.search(r"#(\d+)", reply["message"]).group(1))
+    with world.storage.engine.connect() as conn:
+        files = conn.execute(select(file_table.c.mm_file_id, file_table.c.name).where(
+            file_table.c.record_id == rid)).all()
+    assert [tuple(f) for f in files] == [(info["id"], "df-web01.txt")]
+    _, _, shown = await world.rec("bob", f"show {rid}")
+    assert f"[df-web01.txt]({world.fake.base_url}/api/v4/files/{info['id']})" in shown
+    # The bot's own reply came back over the WebSocket too, and was not taken for a record.
+    assert len(world.storage.find(world.storage.users_by_username(["bob"])["bob"], Filter(), limit=10).records) == 1
+
+
+async def test_a_dropped_websocket_reconnects_and_the_next_direct_message_still_arrives(world: World) -> None:
+    before = world.fake.ws_authentications
+    assert await world.fake.drop_websockets() >= 1
+    for _ in range(300):
+        if world.fake.ws_authentications > before and world.fake.open_websockets:
+            break
+        await asyncio.sleep(0.05)
+    assert world.fake.ws_authentications > before
+    await world.fake.user_posts_dm(world.users["carol"], world.bot, "after the drop")
+    dm = world.fake.direct_channel(world.users["carol"]["id"], world.bot["id"])
+    reply = await world.fake.wait_for_post(lambda p: p["channel_id"] == dm["id"] and p["user_id"] == world.bot["id"],
+                                           timeout=10)
+    assert "Saved record" in reply["message"]
+
+
+async def test_an_unknown_user_named_without_a_mention_is_looked_up_in_mattermost(world: World) -> None:
+    world.fake.add_user("dave")  # known to Mattermost, never used /rec
+    _, _, added = await world.rec("bob", "add for dave")
+    rid = re.search(r"#(\d+)", added).group(1)
+    bob = world.storage.users_by_username(["bob"])["bob"]
+    services = world.services
+    from bot.commands import dispatcher
+    from bot.slash import SlashRequest
+
+    loop = asyncio.get_running_loop()
+
+    async def as_bob(text: str) -> str:
+        request = SlashRequest(user_id=bob.mm_user_id, user_name="bob", text=text)
+        result = await loop.run_in_executor(None, dispatcher().handle, services, request)
+        return result.reply.text
+
+    assert "Shared record" in await as_bob(f"share {rid} @dave")
+    assert "@zed is not a user recbot knows" in await as_bob(f"share {rid} @zed")
+
+
+async def test_without_permission_to_register_the_bot_still_serves_its_configured_token(storage: Storage) -> None:
+    fake = FakeMattermost()
+    base = await fake.start()
+    bot = fake.add_user("recbot", is_bot=True, can_manage_commands=False)
+    team = fake.add_team("ops")
+    town = fake.add_channel(team, "town-square")
+    bob = fake.add_user("bob")
+    fake.add_member(town, bob)
+    port = free_port()
+    hand_made = fake.add_command(team, "rec", f"http://127.0.0.1:{port}/mattermost/command", creator=bob)
+    config = Config(server=ServerConfig(port=port, public_url=f"http://127.0.0.1:{port}"),
+                    mattermost=MattermostConfig(url=base, bot_token=bot["token"], team="ops",
+                                                slash_tokens=(hand_made["token"],)))
+    w = World(fake, storage, config, bot, team, town, {}, {"bob": bob})
+    await w.start_bot()
+    try:
+        for _ in range(200):
+            if w.services.gateway.connected.is_set():
+                break
+            await asyncio.sleep(0.02)
+        assert len(fake.commands) == 1
+        status, _, seen = await w.rec("bob", "add works with the hand-made command")
+        assert status == 200 and seen.startswith("Saved record")
+    finally:
+        await w.stop_bot()
+        await fake.stop()
+
+
+def run_check(env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bot", "check"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT), **env})
+
+
+async def test_check_reports_each_mattermost_part(world: World, db_url: str) -> None:
+    env = {"REC_DATABASE__URL": db_url, "REC_MATTERMOST__URL": world.fake.base_url,
+           "REC_MATTERMOST__BOT_TOKEN": world.bot["token"], "REC_MATTERMOST__TEAM": "ops",
+           "REC_SERVER__PUBLIC_URL": world.config.server.public_url, "REC_ALERTS__CHANNEL": "ops-alerts"}
+    done = await asyncio.get_running_loop().run_in_executor(None, run_check, env)
+    lines = {line.split("  ")[0]: line for line in done.stdout.splitlines()}
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "bot @recbot" in lines["mattermost"]
+    assert "ok" in lines["alert channel"] and "registered" in lines["command"]
+    world.fake.channel_members[world.alerts["id"]].discard(world.bot["id"])
+    done = await asyncio.get_running_loop().run_in_executor(None, run_check, env)
+    assert done.returncode == 1
+    assert "not a member of ~ops-alerts: add @recbot" in done.stdout
+
+
+async def test_mattermost_down_at_start_slash_commands_still_work_and_check_says_why(storage: Storage,
+                                                                                    db_url: str) -> None:
+    from tests.botserver import Mattermost
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    port = free_port()
+    config = Config(server=ServerConfig(port=port, public_url=f"http://127.0.0.1:{port}"),
+                    mattermost=MattermostConfig(url=dead, bot_token="tok", team="ops", slash_tokens=("hand",)))
+    services = Services(storage, config, Gateway(config))
+    runner = web.AppRunner(build_app(services))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        client = Mattermost(f"http://127.0.0.1:{port}", "hand")
+        status, body = await asyncio.get_running_loop().run_in_executor(None, client.send, "bob", "add still here")
+        assert status == 200 and body["text"].startswith("Saved record")
+    finally:
+        await runner.cleanup()
+    env = {"REC_DATABASE__URL": db_url, "REC_MATTERMOST__URL": dead, "REC_MATTERMOST__BOT_TOKEN": "tok",
+           "REC_MATTERMOST__TEAM": "ops"}
+    done = await asyncio.get_running_loop().run_in_executor(None, run_check, env)
+    assert done.returncode == 1
+    line = next(x for x in done.stdout.splitlines() if x.startswith("mattermost"))
+    assert "FAIL" in line and "cannot log in" in line and "REC_MATTERMOST__BOT_TOKEN" in line
+    assert "Traceback" not in done.stdout + done.stderr
