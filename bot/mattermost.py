@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import mimetypes
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -209,7 +210,8 @@ class Gateway:
         return await self.post(await self.direct_channel(user_id), message)
 
     async def upload(self, channel_id: str, filename: str, data: bytes) -> str:
-        result = await self.driver.files.upload_file(channel_id=channel_id, files={"files": (filename, data)})
+        mime = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        result = await self.driver.files.upload_file(channel_id=channel_id, files=(filename, data, mime))
         return result["file_infos"][0]["id"]
 
     async def file_info(self, file_id: str) -> dict:

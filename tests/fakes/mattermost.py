@@ -564,6 +564,7 @@ class FakeMattermost:
         r.add_get(API + "/channels/{channel_id}", self._get_channel)
         r.add_post(API + "/posts/ephemeral", self._create_ephemeral)
         r.add_post(API + "/posts", self._create_post_handler)
+        r.add_post(API + "/posts/{post_id}/actions/{action_id}", self._do_post_action)
         r.add_get(API + "/posts/{post_id}", self._get_post)
         r.add_post(API + "/files", self._upload_files)
         r.add_get(API + "/files/{file_id}/info", self._file_info)
@@ -957,6 +958,50 @@ class FakeMattermost:
         if not self._can_read_channel(self.channels[post["channel_id"]], me):
             raise _permission_error("read_channel", me)
         return _json_response(post)
+
+    async def click(self, user: UserRef, post_id: str, action_id: str) -> tuple[int, JSON]:
+        """``user`` clicks a message button, like ``POST /posts/{id}/actions/{action}``: (status, body)."""
+        try:
+            return 200, await self._post_action(_id_of(user), post_id, action_id)
+        except AppError as err:
+            return err.status, err.to_json(new_id())
+
+    async def _do_post_action(self, request: web.Request) -> web.Response:
+        me = self._session_user(request)
+        post_id = self._require_id(request.match_info["post_id"], "post_id")
+        return _json_response(await self._post_action(me, post_id, request.match_info["action_id"]))
+
+    async def _post_action(self, user_id: str, post_id: str, action_id: str) -> JSON:
+        """app.DoPostActionWithCookie: the stored context goes to the integration; its answer is applied."""
+        post = next((p for p in self.posts if p["id"] == post_id and not p.get("ephemeral")), None)
+        if post is None:
+            raise AppError(404, "app.post.get.app_error")
+        channel = self.channels[post["channel_id"]]
+        if not self._can_read_channel(channel, user_id):
+            raise _permission_error("read_channel", user_id)
+        actions = [a for att in (post.get("props") or {}).get("attachments") or [] for a in att.get("actions") or []]
+        chosen = next((a for a in actions if a.get("id") == action_id), None)
+        if chosen is None:
+            raise AppError(404, "api.post.do_action.action_id.app_error")
+        integration = chosen.get("integration") or {}
+        team = self.teams.get(channel["team_id"]) or {}
+        body = {"user_id": user_id, "user_name": self.users[user_id]["username"], "channel_id": channel["id"],
+                "channel_name": channel["name"], "team_id": channel["team_id"], "team_domain": team.get("name", ""),
+                "post_id": post_id, "trigger_id": new_id(), "type": "", "data_source": "",
+                "context": integration.get("context") or {}}
+        assert self._http is not None
+        async with self._http.post(integration["url"], json=body) as resp:
+            raw = await resp.read()
+            if resp.status != 200:
+                raise AppError(400, "api.post.do_action.action_integration.app_error",
+                               detailed=f"status={resp.status} body={raw[:200]!r}")
+        answer = json.loads(raw or b"{}")
+        if answer.get("update"):
+            post.update({k: v for k, v in answer["update"].items() if k in ("message", "props")})
+        if answer.get("ephemeral_text"):
+            await self._send_ephemeral(user_id, self._new_post(self.users[user_id]["id"], channel["id"],
+                                                               answer["ephemeral_text"]))
+        return {"status": "OK", "trigger_id": body["trigger_id"]}
 
     # ------------------------------------------------------------------ files
 

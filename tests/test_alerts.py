@@ -1,0 +1,269 @@
+"""Disk alerts at run time, on SQLite and MariaDB, posting to the fake Mattermost through the real client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psutil
+import pytest
+from aiohttp import web
+
+from bot.alert_rules import Sample
+from bot.alerts import Alerts, Sampler, sign
+from bot.app import build_app
+from bot.config import AlertsConfig, Config, MattermostConfig, ServerConfig
+from bot.context import Services
+from bot.mattermost import Gateway
+from bot.storage import Storage, make_engine
+from tests.fakes.mattermost import FakeMattermost
+from tests.test_mattermost import free_port
+
+GiB = 1024 ** 3
+
+
+class Disk:
+    """Readings a test sets by hand: path -> used percent (None: the read hangs until released)."""
+
+    def __init__(self, **percent: float | None) -> None:
+        self.percent = {f"/{k}": v for k, v in percent.items()}
+        self.release = threading.Event()
+
+    def read(self, path: str, at: datetime) -> Sample:
+        value = self.percent[path]
+        if value is None:
+            self.release.wait(30)
+            raise OSError(5, "Input/output error")
+        used = int(100 * GiB * value / 100)
+        return Sample(path=path, at=at, used_percent=value, total_bytes=100 * GiB, used_bytes=used,
+                      free_bytes=100 * GiB - used, inodes_total=1000, inodes_used=10)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@dataclass
+class Ops:
+    fake: FakeMattermost
+    gateway: Gateway
+    channel: dict
+    bot: dict
+    config: Config
+
+    def alerts(self, storage: Storage, disk: Disk, clock: Clock, holder: str = "p1") -> Alerts:
+        return Alerts(storage, self.config, self.gateway, host="web-01", holder=holder, clock=clock,
+                      sampler=Sampler(disk.read, timeout=0.3), channel_id=self.channel["id"])
+
+    def posts(self) -> list[dict]:
+        return [p for p in self.fake.posts if p["channel_id"] == self.channel["id"] and not p.get("ephemeral")]
+
+
+@pytest.fixture
+async def ops() -> AsyncIterator[Ops]:
+    fake = FakeMattermost()
+    base = await fake.start()
+    bot = fake.add_user("recbot", is_bot=True, can_manage_commands=True)
+    team = fake.add_team("ops")
+    channel = fake.add_channel(team, "ops-alerts")
+    fake.add_member(channel, bot)
+    port = free_port()
+    config = Config(server=ServerConfig(port=port, public_url=f"http://127.0.0.1:{port}"),
+                    mattermost=MattermostConfig(url=base, bot_token=bot["token"], team="ops"),
+                    alerts=AlertsConfig(channel="ops-alerts", paths=("/var", "/data"), interval_seconds=60))
+    gateway = Gateway(config)
+    await gateway.start()
+    yield Ops(fake, gateway, channel, bot, config)
+    await gateway.close()
+    await fake.stop()
+
+
+async def test_a_warning_is_posted_once_with_chart_and_buttons_and_a_restart_reposts_nothing(
+        storage: Storage, ops: Ops) -> None:
+    disk, clock = Disk(var=85.0, data=40.0), Clock()
+    first = ops.alerts(storage, disk, clock)
+    messages = await first.check()
+    assert [(m.path, m.level) for m in messages] == [("/var", "warning")]
+    [post] = ops.posts()
+    assert post["message"].startswith("WARNING disk space on web-01:/var is 85.0% used")
+    assert len(post["file_ids"]) == 1
+    assert ops.fake.file_contents[post["file_ids"][0]].startswith(b"\x89PNG")
+    names = [a["name"] for att in post["props"]["attachments"] for a in att["actions"]]
+    assert names == ["Acknowledge", "Snooze 1 h"]
+    # A new process (a restart) on the same database, a minute later, same level: nothing new.
+    clock.advance(minutes=1)
+    await ops.alerts(storage, disk, clock).check()
+    assert len(ops.posts()) == 1
+
+
+async def test_levels_repeat_and_resolve_through_the_outbox_in_order(storage: Storage, ops: Ops) -> None:
+    disk, clock = Disk(var=85.0, data=40.0), Clock()
+    alerts = ops.alerts(storage, disk, clock)
+    await alerts.check()
+    disk.percent["/var"] = 95.0
+    clock.advance(minutes=1)
+    await alerts.check()
+    clock.advance(minutes=240)
+    await alerts.check()
+    disk.percent["/var"] = 50.0
+    clock.advance(minutes=1)
+    await alerts.check()
+    assert [p["message"].split(" ")[0] for p in ops.posts()] == ["WARNING", "CRITICAL", "CRITICAL", "RESOLVED"]
+    assert "still" in ops.posts()[2]["message"]
+    assert "props" not in ops.posts()[3] or not ops.posts()[3].get("props", {}).get("attachments")
+
+
+async def test_mattermost_failing_for_a_while_loses_nothing_and_posts_in_order_once(storage: Storage,
+                                                                                   ops: Ops) -> None:
+    disk, clock = Disk(var=85.0, data=40.0), Clock()
+    alerts = ops.alerts(storage, disk, clock)
+    ops.fake.set_failure("/api/v4/posts", 503, count=50)
+    await alerts.check()
+    disk.percent["/var"] = 95.0
+    clock.advance(minutes=1)
+    await alerts.check()
+    disk.percent["/data"] = 99.0
+    clock.advance(minutes=1)
+    await alerts.check()
+    assert ops.posts() == []
+    assert alerts.store.pending_count() == 3
+    ops.fake._failures.clear()  # Mattermost heals
+    for _ in range(20):
+        clock.advance(minutes=10)
+        await alerts.drain()
+    got = [(p["message"].split(" ")[0], p["message"].split(" ")[4]) for p in ops.posts()]
+    assert got == [("WARNING", "web-01:/var"), ("CRITICAL", "web-01:/var"), ("CRITICAL", "web-01:/data")]
+    assert alerts.store.pending_count() == 0
+
+
+async def test_a_hung_path_times_out_and_the_other_paths_are_still_reported(storage: Storage, ops: Ops) -> None:
+    disk, clock = Disk(var=None, data=95.0), Clock()
+    try:
+        messages = await ops.alerts(storage, disk, clock).check()
+        kinds = {(m.path, m.kind, m.level) for m in messages}
+        assert ("/data", "space", "critical") in kinds
+        assert ("/var", "read", "unreadable") in kinds
+        assert any("timed out" in p["message"] for p in ops.posts())
+    finally:
+        disk.release.set()
+
+
+async def test_two_processes_on_one_database_one_posts_and_the_other_takes_over_after_the_lease(
+        mariadb_url: str, ops: Ops) -> None:
+    from bot import migrate
+
+    engine_a, engine_b = make_engine(mariadb_url), make_engine(mariadb_url)
+    migrate.upgrade(engine_a)
+    disk, clock = Disk(var=85.0, data=40.0), Clock()
+    a = ops.alerts(Storage(engine_a), disk, clock, holder="process-a")
+    b = ops.alerts(Storage(engine_b), disk, clock, holder="process-b")
+    await asyncio.gather(a.check(), b.check())
+    assert len(ops.posts()) == 1
+    assert {a.fencing is not None, b.fencing is not None} == {True, False}
+    leader, other = (a, b) if a.fencing is not None else (b, a)
+    # The leader dies (no more checks); within the lease the other still may not post.
+    disk.percent["/var"] = 95.0
+    clock.advance(seconds=60)
+    await other.check()
+    assert len(ops.posts()) == 1
+    clock.advance(seconds=180)  # past the lease (3 intervals of 60 s)
+    await other.check()
+    assert [p["message"].split(" ")[0] for p in ops.posts()] == ["WARNING", "CRITICAL"]
+    # The old leader coming back finds the lease gone and posts nothing.
+    clock.advance(seconds=1)
+    await leader.check()
+    assert len(ops.posts()) == 2
+    engine_a.dispose()
+    engine_b.dispose()
+
+
+async def test_thresholds_changed_at_run_time_take_effect_at_the_next_check(storage: Storage, ops: Ops) -> None:
+    admin, _ = storage.ensure_user("mm-ada", "ada", "admin")
+    disk, clock = Disk(var=70.0, data=40.0), Clock()
+    alerts = ops.alerts(storage, disk, clock)
+    assert await alerts.check() == []
+    storage.set_setting(admin, "alerts.warn_percent", "65")
+    clock.advance(minutes=1)
+    assert [(m.path, m.level) for m in await alerts.check()] == [("/var", "warning")]
+    assert "alerts.warn_percent: (default) -> 65" in storage.recent_audit(admin)[0].detail
+
+
+def post_json(url: str, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+async def test_end_to_end_a_real_directory_over_threshold_alerts_within_two_intervals_and_buttons_work(
+        storage: Storage, tmp_path: Path) -> None:
+    fake = FakeMattermost()
+    base = await fake.start()
+    bot = fake.add_user("recbot", is_bot=True, can_manage_commands=True)
+    oncall = fake.add_user("oncall")
+    team = fake.add_team("ops")
+    channel = fake.add_channel(team, "ops-alerts")
+    for member in (bot, oncall):
+        fake.add_member(channel, member)
+    used = psutil.disk_usage(str(tmp_path)).percent
+    port = free_port()
+    config = Config(server=ServerConfig(port=port, public_url=f"http://127.0.0.1:{port}"),
+                    mattermost=MattermostConfig(url=base, bot_token=bot["token"], team="ops"),
+                    alerts=AlertsConfig(channel="ops-alerts", paths=(str(tmp_path),), interval_seconds=5,
+                                        warn_percent=max(0.5, used - 1), critical_percent=99.99))
+    services = Services(storage, config, Gateway(config))
+    services.alerts = Alerts(storage, config, services.gateway)
+    runner = web.AppRunner(build_app(services))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        post = await fake.wait_for_post(lambda p: p["channel_id"] == channel["id"] and "WARNING" in p["message"],
+                                        timeout=12)
+        assert str(tmp_path) in post["message"] and post["file_ids"]
+        status, _ = await fake.click(oncall, post["id"], "ack")
+        assert status == 200
+        ack = await fake.wait_for_post(lambda p: p.get("ephemeral") and p["user_id"] == oncall["id"])
+        assert ack["message"].startswith("Acknowledged")
+        state = services.alerts.store.states()[(str(tmp_path), "space")]
+        assert state.acknowledged
+        # A forged click: the context changed after signing.
+        context = post["props"]["attachments"][0]["actions"][1]["integration"]["context"]
+        forged = {**context, "path": "/"}
+        loop = asyncio.get_running_loop()
+        status, body = await loop.run_in_executor(None, post_json, f"http://127.0.0.1:{port}/mattermost/action",
+                                                  {"user_id": oncall["id"], "context": forged})
+        assert status == 403 and "signature is not valid" in body["ephemeral_text"]
+        unsigned = {k: v for k, v in context.items() if k != "sig"}
+        status, _ = await loop.run_in_executor(None, post_json, f"http://127.0.0.1:{port}/mattermost/action",
+                                               {"user_id": oncall["id"], "context": unsigned})
+        assert status == 403
+        assert services.alerts.store.states()[(str(tmp_path), "space")].snoozed_until is None
+        assert sign(services.alerts.secret(), unsigned) == context["sig"]
+    finally:
+        await runner.cleanup()
+        await fake.stop()
+
+
+def test_sampler_reads_a_real_directory(tmp_path: Path) -> None:
+    sample = asyncio.run(Sampler().sample((str(tmp_path),), datetime.now(UTC)))[0]
+    assert sample.readable and 0 < sample.used_percent < 100 and sample.total_bytes > 0
+    missing = asyncio.run(Sampler().sample((str(tmp_path / "missing"),), datetime.now(UTC)))[0]
+    assert not missing.readable and "No such file" in missing.error
+
