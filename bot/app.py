@@ -230,7 +230,8 @@ def run(config: Config) -> int:
     log.info("serving /mattermost/command, /healthz and /metrics on http://%s:%s", config.server.host,
              config.server.port)
     try:
-        web.run_app(app, host=config.server.host, port=config.server.port, print=None)
+        # No access log: a GET slash request carries its token in the query string.
+        web.run_app(app, host=config.server.host, port=config.server.port, print=None, access_log=None)
     except OSError as exc:
         log.error("cannot listen on %s:%s (%s); free the port or set server.port", config.server.host,
                   config.server.port, exc.strerror or exc)
