@@ -161,10 +161,17 @@ class Gateway:
         want_url = self.config.server.public_url.rstrip("/") + "/mattermost/command"
         try:
             commands = await self.driver.commands.list_commands(team_id=self.me.team_id, custom_only=True)
+        except MattermostError as exc:
+            if exc.status_code not in (401, 403, 404):
+                return False, explain(exc, "listing the team's commands failed")
+            if self.mm.slash_tokens:
+                return True, (f"the bot may not manage slash commands in team {self.mm.team}; "
+                              "serving the hand-made command's token from mattermost.slash_tokens")
+            return False, (f"the bot may not manage slash commands in team {self.mm.team}: give @{self.me.username} "
+                           f"that permission, or create /{self.mm.trigger} by hand and put its token in "
+                           "mattermost.slash_tokens")
         except Exception as exc:
-            hint = ("; the bot cannot list commands, so /rec must be created by hand with its token in "
-                    "mattermost.slash_tokens") if self.mm.slash_tokens else ""
-            return bool(self.mm.slash_tokens), explain(exc, "listing the team's commands failed") + hint
+            return False, explain(exc, "listing the team's commands failed")
         found = next((c for c in commands or [] if c.get("trigger") == self.mm.trigger), None)
         if found is None:
             if self.mm.register_command:

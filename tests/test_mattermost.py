@@ -310,3 +310,33 @@ async def test_mattermost_down_at_start_slash_commands_still_work_and_check_says
     line = next(x for x in done.stdout.splitlines() if x.startswith("mattermost"))
     assert "FAIL" in line and "cannot log in" in line and "REC_MATTERMOST__BOT_TOKEN" in line
     assert "Traceback" not in done.stdout + done.stderr
+
+
+async def test_status_sends_the_admin_a_chart_in_a_direct_message(world: World) -> None:
+    from bot.alerts import Alerts
+
+    world.services.alerts = Alerts(world.storage, world.config, world.services.gateway)
+    status, _, seen = await world.rec("alice", "admin status")
+    assert status == 200
+    assert "**Host status**" in seen and "every watched path is ok" in seen
+    assert "The chart is in your direct messages" in seen
+    dm = world.fake.direct_channel(world.bot["id"], world.users["alice"]["id"])
+    post = await world.fake.wait_for_post(lambda p: p["channel_id"] == dm["id"] and p.get("file_ids"))
+    assert world.fake.file_contents[post["file_ids"][0]].startswith(b"\x89PNG")
+
+
+async def test_check_says_when_the_bot_may_not_manage_commands(storage: Storage, db_url: str) -> None:
+    fake = FakeMattermost()
+    base = await fake.start()
+    bot = fake.add_user("recbot", is_bot=True, can_manage_commands=False)
+    team = fake.add_team("ops")
+    fake.add_team_member(team, bot)
+    env = {"REC_DATABASE__URL": db_url, "REC_MATTERMOST__URL": base, "REC_MATTERMOST__BOT_TOKEN": bot["token"],
+           "REC_MATTERMOST__TEAM": "ops", "REC_SERVER__PUBLIC_URL": "http://127.0.0.1:1"}
+    try:
+        done = await asyncio.get_running_loop().run_in_executor(None, run_check, env)
+    finally:
+        await fake.stop()
+    line = next(x for x in done.stdout.splitlines() if x.startswith("command"))
+    assert done.returncode == 1, done.stdout
+    assert "FAIL" in line and "may not manage slash commands in team ops: give @recbot that permission" in line
