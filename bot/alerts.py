@@ -191,8 +191,13 @@ class Alerts:
 
     async def drain(self) -> int:
         """Post due messages oldest first; the first failure stops the round (order is kept)."""
-        if self.gateway is None or not self.channel_id or self.fencing is None:
+        if self.gateway is None or self.fencing is None:
             return 0
+        if not self.channel_id:
+            # The channel may be created, or the bot connected, after start-up: look again.
+            self.channel_id = await self.gateway.alert_channel_id()
+            if not self.channel_id:
+                return 0
         loop = asyncio.get_running_loop()
         sent = 0
         while True:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from concurrent.futures import Executor
 
 from bot.context import Services
@@ -50,5 +51,9 @@ class DirectMessages:
             record_id = self.services.storage.add_record(user, message, attachments)
         except UserError as exc:
             return f"Not saved: {exc}."
+        except Exception:  # the sender must hear that it was not kept
+            ref = uuid.uuid4().hex[:8]
+            log.exception("saving a direct message failed (ref %s)", ref)
+            return f"Not saved: something broke on our side (ref {ref}); send it again in a moment."
         files = f" with {len(attachments)} file{'s' if len(attachments) != 1 else ''}" if attachments else ""
         return f"Saved record **#{record_id}**{files}. `/{trigger} show {record_id}` shows it."

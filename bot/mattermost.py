@@ -115,6 +115,17 @@ class Gateway:
             me.problems.append(f"the bot is not a member of ~{name}: add @{me.username} to that channel")
         return channel["id"]
 
+    async def alert_channel_id(self) -> str:
+        """The alert channel's id, or "" while it cannot be found (looked up again later)."""
+        if not self.me.team_id or not self.config.alerts.channel:
+            return ""
+        try:
+            channel = await self.driver.channels.get_channel_by_name(self.me.team_id, self.config.alerts.channel)
+        except Exception as exc:
+            log.warning("%s", explain(exc, f"alert channel ~{self.config.alerts.channel} not found"))
+            return ""
+        return channel["id"]
+
     async def register_command(self) -> tuple[str, str]:
         """Create or update the team's /trigger command so it calls this bot.
 

@@ -267,3 +267,24 @@ def test_sampler_reads_a_real_directory(tmp_path: Path) -> None:
     missing = asyncio.run(Sampler().sample((str(tmp_path / "missing"),), datetime.now(UTC)))[0]
     assert not missing.readable and "No such file" in missing.error
 
+
+
+async def test_an_alert_channel_created_after_start_up_still_gets_the_queued_alerts(storage: Storage,
+                                                                                   ops: Ops) -> None:
+    from dataclasses import replace
+
+    late = replace(ops.config, alerts=replace(ops.config.alerts, channel="late-alerts"))
+    gateway = Gateway(late)
+    await gateway.start()
+    try:
+        disk, clock = Disk(var=85.0, data=40.0), Clock()
+        alerts = Alerts(storage, late, gateway, host="web-01", holder="p1", clock=clock,
+                        sampler=Sampler(disk.read, timeout=0.3))
+        await alerts.check()
+        assert alerts.store.pending_count() == 1
+        channel = ops.fake.add_channel(ops.fake.find_team("ops"), "late-alerts")
+        ops.fake.add_member(channel, ops.bot)
+        assert await alerts.drain() == 1
+        assert [p["message"][:7] for p in ops.fake.posts if p["channel_id"] == channel["id"]] == ["WARNING"]
+    finally:
+        await gateway.close()
