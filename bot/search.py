@@ -17,10 +17,12 @@ record's folded text, so whichever plan runs, the result equals plain substring 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, bindparam, text
+from sqlalchemy.exc import DBAPIError
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +105,13 @@ def _sqlite_plan(conn: Connection, words: Sequence[str]) -> Plan:
     return Plan("fts", best[1])
 
 
+_BREAKS = re.compile(r"[\s\x00-\x1f\x7f]+")
+
+
 def _mroonga_phrase(word: str) -> str:
-    # Bigram tokens never span whitespace, so each space-free piece is searched on its own.
-    pieces = [p for p in word.split() if p]
+    # Bigram tokens never span whitespace, and Groonga's query parser stops at control characters:
+    # each piece between them is searched on its own (a superset; the re-check makes it exact).
+    pieces = [p for p in _BREAKS.split(word) if p]
     return " ".join('+"' + p.replace("\\", "\\\\").replace('"', '\\"') + '"' for p in pieces)
 
 
@@ -113,10 +119,15 @@ def _mroonga_plan(conn: Connection, words: Sequence[str]) -> Plan:
     query = " ".join(q for q in (_mroonga_phrase(w) for w in words) if q)
     if not query:
         return SCAN
-    count = conn.execute(
-        text(f"SELECT COUNT(*) FROM {MROONGA_TABLE} WHERE MATCH(search_text) AGAINST(:q IN BOOLEAN MODE)"),
-        {"q": query},
-    ).scalar_one()
+    try:
+        count = conn.execute(
+            text(f"SELECT COUNT(*) FROM {MROONGA_TABLE} WHERE MATCH(search_text) AGAINST(:q IN BOOLEAN MODE)"),
+            {"q": query},
+        ).scalar_one()
+    except DBAPIError as exc:
+        # A query Groonga cannot parse still has an answer: the plain scan gives it.
+        log.warning("Mroonga refused %r (%s); scanning instead", query, exc.orig)
+        return SCAN
     if count == 0:
         return NONE
     if count > MAX_CANDIDATES:

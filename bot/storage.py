@@ -351,6 +351,9 @@ class Storage:
     def _check_body(self, body: str) -> None:
         if not body.strip():
             raise UserError("the record text is empty; type what you did after the command")
+        if "\x00" in body:
+            # SQLite's string functions and Groonga's tokenizer stop at NUL: such text could not be found.
+            raise UserError("the text contains a NUL character (\\0); remove it and send it again")
         if len(body) > MAX_BODY:
             raise UserError(f"the record is {len(body):,} characters long; keep it under {MAX_BODY:,}")
 
@@ -392,6 +395,8 @@ class Storage:
     def _matching(self, conn: Connection, viewer: User, flt: Filter) -> tuple[Any, Any] | None:
         """The visible records matching every filter, and the key to order them by; None: nothing can match."""
         words = [search.fold(w) for w in flt.words if w]
+        if any("\x00" in w for w in words):
+            return None  # no record holds a NUL (add and edit refuse it)
         plan = search.plan_search(conn, self.search_backend, words)
         if plan.kind == "none":
             return None

@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot import search
+from bot.errors import UserError
 from bot.storage import Filter, Storage
 from tests.conftest import wipe
 from tests.test_storage import all_pages, make_user
@@ -15,11 +16,11 @@ from tests.test_storage import all_pages, make_user
 # is not ASCII, and full-width forms, are there on purpose.
 CHINESE = "服务器重启数据库备份日志清理鑫磊"
 LATIN = "abcABCxyzÉéßİΣσ"
-OTHER = " -_#%'\"\\0１"
+OTHER = " -_#%'\"\\0１\t\x1f"
 ALPHABET = CHINESE + LATIN + OTHER
 
 texts = st.text(alphabet=ALPHABET, min_size=1, max_size=40).filter(lambda t: t.strip())
-words = st.text(alphabet=CHINESE + LATIN + "-_%'\\0", min_size=1, max_size=5)
+words = st.text(alphabet=CHINESE + LATIN + "-_%'\\0\x00\t\x1f", min_size=1, max_size=5)
 
 
 def reference(bodies: list[tuple[int, str]], query: list[str]) -> list[int]:
@@ -105,3 +106,21 @@ def test_mariadb_uses_mroonga_when_the_engine_is_installed(mariadb_url: str) -> 
             assert search.plan_search(conn, "mroonga", ["zzzz"]).kind == "none"
     assert all_pages(storage, admin, Filter(words=("鑫磊",))) == [ids[4]]
     engine.dispose()
+
+
+@pytest.mark.parametrize("word", ["\t", 'a"b', "\\", "+-*()~<>", "\x1f"])
+def test_control_characters_and_query_syntax_in_words_are_plain_text(storage: Storage, word: str) -> None:
+    admin = make_user(storage, "ada", "admin")
+    hit = storage.add_record(admin, f"disk{word}full")
+    storage.add_record(admin, "nothing here")
+    assert all_pages(storage, admin, Filter(words=(word,))) == [hit]
+    assert all_pages(storage, admin, Filter(words=(f"k{word}f",))) == [hit]
+
+
+def test_a_nul_character_is_refused_in_text_and_matches_nothing_in_words(storage: Storage) -> None:
+    admin = make_user(storage, "ada", "admin")
+    storage.add_record(admin, "disk full")
+    with pytest.raises(UserError, match="NUL"):
+        storage.add_record(admin, "disk\x00full")
+    assert all_pages(storage, admin, Filter(words=("\x00",))) == []
+    assert all_pages(storage, admin, Filter(words=("k\x00f",))) == []
