@@ -303,3 +303,13 @@ def test_arbitrary_text_never_gives_a_5xx_and_always_a_valid_command_response(mm
     assert isinstance(body["text"], str) and body["text"].strip()
     assert len(body["text"]) <= 16_383
     assert "Something broke" not in body["text"], body["text"]
+
+
+def test_a_long_result_counts_ten_pages_ahead_and_says_more_than(mm: Mattermost) -> None:
+    mm.text("ada", "admin set page_size 2")
+    for i in range(25):
+        mm.text("ada", f"add many {i}")
+    first = mm.text("ada", "list")
+    assert "**more than 20 records** · page 1 of more than 10" in first
+    last = mm.text("ada", "list page:13")
+    assert "**25 records** · page 13 of 13" in last and "That is all" in last

@@ -58,10 +58,16 @@ def _listing(ctx: Context, command: str, rest: str, *, words_allowed: bool) -> R
         what = "matches" if words_allowed else "records you can see"
         return Reply(f"No {what}{' on this page' if number > 1 else ''}. "
                      f"Try fewer words, or `/{trigger} list` for the newest records.")
-    total = ctx.storage.count(ctx.caller, flt)
-    pages = "many" if total > 1000 else str(-(-total // ctx.page_size))
-    shown_total = "over 1000" if total > 1000 else str(total)
-    header = f"**{shown_total} record{'s' if total != 1 else ''}** · page {number} of {pages}"
+    size = ctx.page_size
+    if page.next_before is None:
+        total, shown_total, pages = (number - 1) * size + len(page.records), "", str(number)
+    else:
+        # Counting every match of a common word costs more than the page itself: count ten pages ahead.
+        cap = (number + 9) * size
+        total = ctx.storage.count(ctx.caller, flt, cap=cap)
+        shown_total = f"more than {cap}" if total > cap else ""
+        pages = f"more than {number + 9}" if total > cap else str(-(-total // size))
+    header = f"**{shown_total or total} record{'s' if total != 1 else ''}** · page {number} of {pages}"
     if page.next_before is not None:
         kept = " ".join(t for t in rest.split() if not t.lower().startswith(("before:", "page:")))
         footer = (f"Next page: `/{trigger} {command} {kept + ' ' if kept else ''}"
