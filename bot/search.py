@@ -21,7 +21,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, bindparam, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,10 @@ MROONGA_TABLE = "T_CONTENT_FT"
 MAX_CANDIDATES = 20_000
 # A short word that starts more distinct trigrams than this is common: scan instead.
 MAX_PREFIX_TERMS = 400
+# At most this many trigrams of a long word go into the FTS5 query.
+MAX_TRIGRAMS = 8
+# Short words are first looked for in this many of the newest records.
+SHORT_WINDOW = 2_000
 
 
 def fold(body: str) -> str:
@@ -49,6 +53,7 @@ class Plan:
 
     kind: "none" (some word cannot match: answer empty), "scan" (no accelerator),
     "fts" (SQLite: `match` is an FTS5 expression streamed newest first),
+    "short" (SQLite, only 1- and 2-character words: scan the newest records, then see `short_plan`),
     "ids" (MariaDB/Mroonga: `match` is a boolean-mode query whose matches are few).
     """
 
@@ -68,41 +73,41 @@ def _trigrams(word: str) -> list[str]:
     return sorted({word[i:i + 3] for i in range(len(word) - 2)})
 
 
-def _sqlite_plan(conn: Connection, words: Sequence[str]) -> Plan:
+def _sqlite_plan(words: Sequence[str]) -> Plan:
+    """Words of 3+ characters: an AND of their trigrams, which FTS5 streams newest first.
+
+    No statistics are read on purpose: fts5vocab counts a term by walking its whole doclist, which
+    for a common trigram costs more than the search it was meant to steer.
+    """
+    grams = sorted({g for w in words if len(w) >= 3 for g in _trigrams(w)})
+    if not grams:
+        return Plan("short")
+    if len(grams) > MAX_TRIGRAMS:  # a long phrase: an evenly spread sample filters as well
+        step = len(grams) / MAX_TRIGRAMS
+        grams = [grams[int(i * step)] for i in range(MAX_TRIGRAMS)]
+    return Plan("fts", " AND ".join(_fts_phrase(g) for g in grams))
+
+
+def short_plan(conn: Connection, words: Sequence[str]) -> Plan:
+    """Only 1- and 2-character words: an OR of the indexed trigrams that start with the rarest one.
+
+    Storage calls this only after a scan of the newest records left the page unfilled, since short
+    words are mostly common and the newest records usually hold a page of them.
+    """
     best: tuple[int, str] | None = None
     for word in words:
-        if len(word) >= 3:
-            grams = _trigrams(word)
-            counts = dict.fromkeys(grams, 0)
-            rows = conn.execute(
-                text(f"SELECT term, doc FROM {FTS_VOCAB} WHERE term IN :grams").bindparams(
-                    bindparam("grams", expanding=True)),
-                {"grams": grams},
-            )
-            for term, doc in rows:
-                counts[term] = doc
-            bound = min(counts.values())
-            if bound == 0:
-                return NONE
-            # The rarest few trigrams cut the candidates as well as all of them, for less work.
-            rarest = sorted(grams, key=counts.__getitem__)[:4]
-            expr = " AND ".join(_fts_phrase(g) for g in rarest)
-        else:
-            rows = conn.execute(
-                text(f"SELECT term, doc FROM {FTS_VOCAB} WHERE term >= :lo AND term < :hi LIMIT :n"),
-                {"lo": word, "hi": word + "\U0010ffff\U0010ffff", "n": MAX_PREFIX_TERMS + 1},
-            ).all()
-            if not rows:
-                return NONE
-            if len(rows) > MAX_PREFIX_TERMS:
-                continue
-            bound = sum(doc for _, doc in rows)
-            expr = "(" + " OR ".join(_fts_phrase(term) for term, _ in rows) + ")"
+        rows = conn.execute(
+            text(f"SELECT term, doc FROM {FTS_VOCAB} WHERE term >= :lo AND term < :hi LIMIT :n"),
+            {"lo": word, "hi": word + "\U0010ffff\U0010ffff", "n": MAX_PREFIX_TERMS + 1},
+        ).all()
+        if not rows:
+            return NONE
+        if len(rows) > MAX_PREFIX_TERMS:
+            continue
+        bound = sum(doc for _, doc in rows)
         if best is None or bound < best[0]:
-            best = (bound, expr)
-    if best is None:
-        return SCAN
-    return Plan("fts", best[1])
+            best = (bound, "(" + " OR ".join(_fts_phrase(term) for term, _ in rows) + ")")
+    return Plan("fts", best[1]) if best else SCAN
 
 
 _BREAKS = re.compile(r"[\s\x00-\x1f\x7f]+")
@@ -141,7 +146,7 @@ def plan_search(conn: Connection, backend: str, words: Sequence[str]) -> Plan:
     if not words:
         return SCAN
     if backend == "sqlite-fts5":
-        return _sqlite_plan(conn, words)
+        return _sqlite_plan(words)
     if backend == "mroonga":
         return _mroonga_plan(conn, words)
     return SCAN

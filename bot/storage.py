@@ -30,6 +30,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    union_all,
     update,
 )
 from sqlalchemy.engine import make_url
@@ -316,10 +317,10 @@ class Storage:
             ),
         )
 
-    def _contains(self, word: str) -> Any:
+    def _contains(self, table: Any, word: str) -> Any:
         if self.dialect == "sqlite":
-            return func.instr(content.c.search_text, word) > 0
-        return func.locate(word, content.c.search_text) > 0
+            return func.instr(table.c.search_text, word) > 0
+        return func.locate(word, table.c.search_text) > 0
 
     # ---- records -----------------------------------------------------------------------------
 
@@ -392,61 +393,105 @@ class Storage:
             for r in rows
         ]
 
-    def _matching(self, conn: Connection, viewer: User, flt: Filter) -> tuple[Any, Any] | None:
-        """The visible records matching every filter, and the key to order them by; None: nothing can match."""
-        words = [search.fold(w) for w in flt.words if w]
-        if any("\x00" in w for w in words):
-            return None  # no record holds a NUL (add and edit refuse it)
-        plan = search.plan_search(conn, self.search_backend, words)
-        if plan.kind == "none":
-            return None
-        stmt = self._record_select().where(self._visible(viewer))
+    def _conditions(self, table: Any, flt: Filter, words: Sequence[str]) -> list[Any]:
+        """Every filter but visibility, over `table` (T_CONTENT or an alias of it)."""
+        conds = [table.c.deleted_at.is_(None)]
+        conds += [self._contains(table, word) for word in words]
+        if flt.owner_id is not None:
+            conds.append(table.c.owner_id == flt.owner_id)
+        for t in flt.tags:
+            conds.append(exists().where(tag.c.record_id == table.c.id, tag.c.tag == t.lower().lstrip("#")))
+        if flt.since is not None:
+            conds.append(table.c.created_at >= _day_start(flt.since))
+        if flt.until is not None:
+            conds.append(table.c.created_at < _day_start(flt.until) + timedelta(days=1))
+        return conds
+
+    def _owner_candidates(self, conn: Connection, viewer: User, flt: Filter, words: Sequence[str], limit: int,
+                          below: int | None, floor: int | None) -> list[int]:
+        """For a member: the newest `limit` matching ids of each owner they may see, and of their shares.
+
+        Each branch walks the (owner_id, id) index newest first and stops after `limit`, so the work is
+        bounded by what the viewer can see, never by the size of the table. These are candidates only:
+        the caller re-applies the visibility rule in SQL.
+        """
+        c = content.alias("cand")
+        bounds = [c.c.id < below] if below is not None else []
+        bounds += [c.c.id > floor] if floor is not None else []
+        conds = self._conditions(c, flt, words) + bounds
+        owners = [viewer.id, *conn.execute(select(grant.c.owner_id).where(grant.c.viewer_id == viewer.id)).scalars()]
+        branches = [select(c.c.id).where(c.c.owner_id == o, *conds).order_by(c.c.id.desc()).limit(limit)
+                    for o in owners]
+        branches.append(select(c.c.id).join(share, share.c.record_id == c.c.id)
+                        .where(share.c.user_id == viewer.id, *conds).order_by(c.c.id.desc()).limit(limit))
+        found: set[int] = set()
+        for i in range(0, len(branches), 100):  # SQLite allows 500 terms in a compound select
+            parts = [select(b.subquery().c.id) for b in branches[i:i + 100]]
+            found.update(conn.execute(union_all(*parts)).scalars())
+        return sorted(found, reverse=True)
+
+    def _ids(self, conn: Connection, viewer: User, flt: Filter, words: Sequence[str], plan: search.Plan, *,
+             limit: int, below: int | None = None, floor: int | None = None) -> list[int]:
+        """Newest first, at most `limit` ids of visible matching records with floor < id < below."""
+        stmt = select(content.c.id).where(self._visible(viewer), *self._conditions(content, flt, words))
+        key: Any = content.c.id
         if plan.kind == "fts":
-            fts = text(f"{search.FTS_TABLE} MATCH :fts_q").bindparams(fts_q=plan.match)
-            stmt = stmt.join(text(search.FTS_TABLE), text(f"{search.FTS_TABLE}.rowid = T_CONTENT.id")).where(fts)
+            # Ordered and bounded by FTS5's own rowid, it streams newest first and stops after one page.
+            key = literal_column(f"{search.FTS_TABLE}.rowid")
+            stmt = stmt.join(text(search.FTS_TABLE), text(f"{search.FTS_TABLE}.rowid = T_CONTENT.id")).where(
+                text(f"{search.FTS_TABLE} MATCH :fts_q").bindparams(fts_q=plan.match))
         elif plan.kind == "ids":
             stmt = stmt.where(content.c.id.in_(
                 select(text("record_id")).select_from(text(search.MROONGA_TABLE))
-                .where(text("MATCH(search_text) AGAINST(:mq IN BOOLEAN MODE)").bindparams(mq=plan.match))
-            ))
-        for word in words:
-            stmt = stmt.where(self._contains(word))
-        if flt.owner_id is not None:
-            stmt = stmt.where(content.c.owner_id == flt.owner_id)
-        for t in flt.tags:
-            stmt = stmt.where(exists().where(tag.c.record_id == content.c.id, tag.c.tag == t.lower().lstrip("#")))
-        if flt.since is not None:
-            stmt = stmt.where(content.c.created_at >= _day_start(flt.since))
-        if flt.until is not None:
-            stmt = stmt.where(content.c.created_at < _day_start(flt.until) + timedelta(days=1))
-        # With FTS5, ordering and bounding by its own rowid lets it stream newest first and stop
-        # after one page, instead of sorting every candidate.
-        key = literal_column(f"{search.FTS_TABLE}.rowid") if plan.kind == "fts" else content.c.id
-        return stmt, key
+                .where(text("MATCH(search_text) AGAINST(:mq IN BOOLEAN MODE)").bindparams(mq=plan.match))))
+        elif viewer.role == "member" and flt.owner_id is None:
+            candidates = self._owner_candidates(conn, viewer, flt, words, limit, below, floor)
+            if not candidates:
+                return []
+            stmt = stmt.where(content.c.id.in_(candidates))
+        if below is not None:
+            stmt = stmt.where(key < below)
+        if floor is not None:
+            stmt = stmt.where(key > floor)
+        return list(conn.execute(stmt.order_by(key.desc()).limit(limit)).scalars())
+
+    def _search(self, conn: Connection, viewer: User, flt: Filter, *, limit: int, below: int | None) -> list[int]:
+        words = [search.fold(w) for w in flt.words if w]
+        if any("\x00" in w for w in words):
+            return []  # no record holds a NUL (add and edit refuse it)
+        plan = search.plan_search(conn, self.search_backend, words)
+        if plan.kind == "none":
+            return []
+        if plan.kind != "short":
+            return self._ids(conn, viewer, flt, words, plan, limit=limit, below=below)
+        # Short words are mostly common: the newest records usually fill the page. Only when they do
+        # not is the index asked, for the older records.
+        top = conn.execute(select(func.max(content.c.id))).scalar() or 0
+        floor = (below - 1 if below is not None else top) - search.SHORT_WINDOW
+        ids = self._ids(conn, viewer, flt, words, search.SCAN, limit=limit, below=below, floor=floor)
+        if len(ids) < limit and floor > 0:
+            older = search.short_plan(conn, words)
+            if older.kind != "none":
+                ids += self._ids(conn, viewer, flt, words, older, limit=limit - len(ids), below=floor + 1)
+        return ids
 
     def find(self, viewer: User, flt: Filter, *, limit: int, before: int | None = None) -> Page:
         """Newest first, the viewer's visible records matching every filter; keyset paged by id."""
         with self.connection() as conn:
-            matching = self._matching(conn, viewer, flt)
-            if matching is None:
+            ids = self._search(conn, viewer, flt, limit=limit + 1, below=before)
+            if not ids:
                 return Page((), None)
-            stmt, key = matching
-            if before is not None:
-                stmt = stmt.where(key < before)
-            rows = conn.execute(stmt.order_by(key.desc()).limit(limit + 1)).all()
-            records = self._hydrate(conn, rows[:limit])
-        more = len(rows) > limit
+            page = ids[:limit]
+            rows = conn.execute(self._record_select().where(content.c.id.in_(page), self._visible(viewer))
+                                .order_by(content.c.id.desc())).all()
+            records = self._hydrate(conn, rows)
+        more = len(ids) > limit
         return Page(tuple(records), records[-1].id if more and records else None)
 
     def count(self, viewer: User, flt: Filter, *, cap: int = 1000) -> int:
-        """How many visible records match, counting at most cap + 1 (a reply says "1000+")."""
+        """How many visible records match, counting at most cap + 1 (a reply says "more than cap")."""
         with self.connection() as conn:
-            matching = self._matching(conn, viewer, flt)
-            if matching is None:
-                return 0
-            stmt, key = matching
-            inner = stmt.with_only_columns(content.c.id).order_by(key.desc()).limit(cap + 1).subquery()
-            return int(conn.execute(select(func.count()).select_from(inner)).scalar_one())
+            return len(self._search(conn, viewer, flt, limit=cap + 1, below=None))
 
     def get_record(self, viewer: User, record_id: int) -> Record:
         """One visible record with its revision count; NotFound when missing or not visible."""

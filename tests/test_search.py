@@ -68,7 +68,7 @@ def test_short_long_chinese_and_latin_words(storage: Storage, word: str, expecte
     assert got == [ids[i] for i in expected]
 
 
-def test_sqlite_plans_use_the_trigram_index_and_answer_absent_words_without_scanning(tmp_path) -> None:
+def test_sqlite_plans_use_the_trigram_index_for_long_words_and_a_prefix_or_for_short_ones(tmp_path) -> None:
     from bot import migrate
     from bot.storage import make_engine
 
@@ -79,10 +79,10 @@ def test_sqlite_plans_use_the_trigram_index_and_answer_absent_words_without_scan
     for body in SAMPLES:
         storage.add_record(admin, body)
     with engine.connect() as conn:
-        assert search.plan_search(conn, "sqlite-fts5", ["nginx"]).kind == "fts"
-        assert search.plan_search(conn, "sqlite-fts5", ["鑫磊"]).kind == "fts"
-        assert search.plan_search(conn, "sqlite-fts5", ["zzzz"]).kind == "none"
-        assert search.plan_search(conn, "sqlite-fts5", ["鑫x"]).kind == "none"
+        assert search.plan_search(conn, "sqlite-fts5", ["nginx"]).match == '"gin" AND "inx" AND "ngi"'
+        assert search.plan_search(conn, "sqlite-fts5", ["鑫磊", "x"]).kind == "short"
+        assert search.short_plan(conn, ["鑫磊"]).kind == "fts"
+        assert search.short_plan(conn, ["鑫x"]).kind == "none"
 
 
 def test_mariadb_uses_mroonga_when_the_engine_is_installed(mariadb_url: str) -> None:
@@ -124,3 +124,23 @@ def test_a_nul_character_is_refused_in_text_and_matches_nothing_in_words(storage
         storage.add_record(admin, "disk\x00full")
     assert all_pages(storage, admin, Filter(words=("\x00",))) == []
     assert all_pages(storage, admin, Filter(words=("k\x00f",))) == []
+
+
+def test_short_words_scan_the_newest_records_then_use_the_index_for_older_ones(
+        storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(search, "SHORT_WINDOW", 4)
+    admin = make_user(storage, "ada", "admin")
+    bob = make_user(storage, "bob")
+    vocab = ["restart nginx", "restart db", "deploy web", "服务器重启", "备份数据库", "restart 服务器"]
+    bodies = [(storage.add_record(admin if i % 3 else bob, vocab[(i * 7) % len(vocab)] + f" n{i}"),
+               vocab[(i * 7) % len(vocab)] + f" n{i}", i % 3 != 0) for i in range(40)]
+    for word in ["restart", "服务器", "deploy", "n1", "re", "数据", "启", "b", "zz"]:
+        expected = sorted((rid for rid, body, _ in bodies if word in body), reverse=True)
+        assert all_pages(storage, admin, Filter(words=(word,)), page=3) == expected, word
+        own = sorted((rid for rid, body, by_admin in bodies if word in body and not by_admin), reverse=True)
+        assert all_pages(storage, bob, Filter(words=(word,)), page=3) == own, word
+    with storage.engine.connect() as conn:
+        if storage.search_backend == "sqlite-fts5":
+            assert search.plan_search(conn, "sqlite-fts5", ["数据"]).kind == "short"
+            assert search.short_plan(conn, ["数据"]).kind == "fts"
+            assert search.short_plan(conn, ["zz"]).kind == "none"
