@@ -1,17 +1,18 @@
-"""Search accelerators, one per backend, behind `plan_search`.
+"""Search accelerators, one per backend, behind `plan_search` (and `older_plan`).
 
 Every plan is only a pre-filter: storage always re-checks each word as a plain substring of the
 record's folded text, so whichever plan runs, the result equals plain substring matching.
 
 - SQLite: a contentless FTS5 trigram index (migration 0001) fed by triggers. Words of 3+ characters
-  become an AND of their trigrams; 1- and 2-character words become an OR of the indexed trigrams
+  become an AND of their trigrams, which FTS5 streams newest first. 1- and 2-character words are
+  looked for in the newest records first; for older ones they become an OR of the indexed trigrams
   that start with them (the indexed text ends in two sentinel characters, so every occurrence starts
   a trigram). LIKE on the trigram table is never used: SQLite 3.40 returns nothing there for
   2-character Chinese.
-- MariaDB with Mroonga: a bigram full-text table kept beside T_CONTENT; its fast COUNT tells whether
-  the candidates are few (join them) or many (then matches are dense and a newest-first scan of the
-  base table stops early).
-- Otherwise: a newest-first scan with LOCATE/instr on the folded text.
+- MariaDB with Mroonga: a bigram full-text table beside T_CONTENT. Its cost grows with the number of
+  matches, so the newest records are scanned first (common words fill a page there); for the older
+  ones Mroonga's candidates are joined when few, else the scan goes on.
+- Otherwise: a newest-first scan with LOCATE/instr on the folded text, in id ranges, bounded in time.
 """
 
 from __future__ import annotations
@@ -38,8 +39,12 @@ MAX_CANDIDATES = 20_000
 MAX_PREFIX_TERMS = 400
 # At most this many trigrams of a long word go into the FTS5 query.
 MAX_TRIGRAMS = 8
-# Short words are first looked for in this many of the newest records.
-SHORT_WINDOW = 2_000
+# Words an index answers slowly (short ones in SQLite, all in Mroonga, whose cost grows with the
+# matches) are first looked for in this many of the newest records.
+WINDOW = 5_000
+# A scan without an index goes through ids in ranges of this size and stops after this long.
+SCAN_CHUNK = 50_000
+SCAN_SECONDS = 0.35
 
 
 def fold(body: str) -> str:
@@ -53,16 +58,18 @@ class Plan:
 
     kind: "none" (some word cannot match: answer empty), "scan" (no accelerator),
     "fts" (SQLite: `match` is an FTS5 expression streamed newest first),
-    "short" (SQLite, only 1- and 2-character words: scan the newest records, then see `short_plan`),
-    "ids" (MariaDB/Mroonga: `match` is a boolean-mode query whose matches are few).
+    "window" (scan the newest records first, then ask `older_plan` for the rest),
+    "ids" (`ids` are the candidates, from Mroonga).
     """
 
     kind: str
     match: str = ""
+    ids: tuple[int, ...] = ()
 
 
 SCAN = Plan("scan")
 NONE = Plan("none")
+WINDOW_FIRST = Plan("window")
 
 
 def _fts_phrase(term: str) -> str:
@@ -81,7 +88,7 @@ def _sqlite_plan(words: Sequence[str]) -> Plan:
     """
     grams = sorted({g for w in words if len(w) >= 3 for g in _trigrams(w)})
     if not grams:
-        return Plan("short")
+        return WINDOW_FIRST
     if len(grams) > MAX_TRIGRAMS:  # a long phrase: an evenly spread sample filters as well
         step = len(grams) / MAX_TRIGRAMS
         grams = [grams[int(i * step)] for i in range(MAX_TRIGRAMS)]
@@ -120,24 +127,35 @@ def _mroonga_phrase(word: str) -> str:
     return " ".join('+"' + p.replace("\\", "\\\\").replace('"', '\\"') + '"' for p in pieces)
 
 
-def _mroonga_plan(conn: Connection, words: Sequence[str]) -> Plan:
+def _mroonga_ids(conn: Connection, words: Sequence[str], below: int) -> Plan:
+    """Mroonga's candidates older than `below`, when they are few enough to join; else a scan."""
     query = " ".join(q for q in (_mroonga_phrase(w) for w in words) if q)
     if not query:
         return SCAN
     try:
-        count = conn.execute(
-            text(f"SELECT COUNT(*) FROM {MROONGA_TABLE} WHERE MATCH(search_text) AGAINST(:q IN BOOLEAN MODE)"),
-            {"q": query},
-        ).scalar_one()
+        ids = conn.execute(
+            text(f"SELECT record_id FROM {MROONGA_TABLE} WHERE MATCH(search_text) AGAINST(:q IN BOOLEAN MODE) "
+                 "AND record_id < :below LIMIT :n"),
+            {"q": query, "below": below, "n": MAX_CANDIDATES + 1},
+        ).scalars().all()
     except DBAPIError as exc:
         # A query Groonga cannot parse still has an answer: the plain scan gives it.
         log.warning("Mroonga refused %r (%s); scanning instead", query, exc.orig)
         return SCAN
-    if count == 0:
+    if not ids:
         return NONE
-    if count > MAX_CANDIDATES:
+    if len(ids) > MAX_CANDIDATES:
         return SCAN
-    return Plan("ids", query)
+    return Plan("ids", ids=tuple(ids))
+
+
+def older_plan(conn: Connection, backend: str, words: Sequence[str], floor: int) -> Plan:
+    """After the newest records were scanned down to `floor`: how to search the older ones."""
+    if backend == "sqlite-fts5":
+        return short_plan(conn, words)
+    if backend == "mroonga":
+        return _mroonga_ids(conn, words, floor + 1)
+    return SCAN
 
 
 def plan_search(conn: Connection, backend: str, words: Sequence[str]) -> Plan:
@@ -148,7 +166,7 @@ def plan_search(conn: Connection, backend: str, words: Sequence[str]) -> Plan:
     if backend == "sqlite-fts5":
         return _sqlite_plan(words)
     if backend == "mroonga":
-        return _mroonga_plan(conn, words)
+        return WINDOW_FIRST
     return SCAN
 
 

@@ -7,6 +7,7 @@ of the SQL: a record is returned only when the query itself proves the viewer ma
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -113,6 +114,9 @@ class Filter:
 class Page:
     records: tuple[Record, ...]
     next_before: int | None  # pass as `before` for the next page; None on the last page
+    # True when the search stopped at next_before because its time ran out: the page may be short,
+    # and continuing from next_before searches the older records.
+    partial: bool = False
 
 
 @dataclass(frozen=True)
@@ -441,9 +445,7 @@ class Storage:
             stmt = stmt.join(text(search.FTS_TABLE), text(f"{search.FTS_TABLE}.rowid = T_CONTENT.id")).where(
                 text(f"{search.FTS_TABLE} MATCH :fts_q").bindparams(fts_q=plan.match))
         elif plan.kind == "ids":
-            stmt = stmt.where(content.c.id.in_(
-                select(text("record_id")).select_from(text(search.MROONGA_TABLE))
-                .where(text("MATCH(search_text) AGAINST(:mq IN BOOLEAN MODE)").bindparams(mq=plan.match))))
+            stmt = stmt.where(content.c.id.in_(plan.ids))
         elif viewer.role == "member" and flt.owner_id is None:
             candidates = self._owner_candidates(conn, viewer, flt, words, limit, below, floor)
             if not candidates:
@@ -455,43 +457,70 @@ class Storage:
             stmt = stmt.where(key > floor)
         return list(conn.execute(stmt.order_by(key.desc()).limit(limit)).scalars())
 
-    def _search(self, conn: Connection, viewer: User, flt: Filter, *, limit: int, below: int | None) -> list[int]:
+    def _search(self, conn: Connection, viewer: User, flt: Filter, *, limit: int,
+                below: int | None) -> tuple[list[int], int | None]:
+        """(newest-first matching ids, at most `limit`; the id to resume below if time ran out)."""
         words = [search.fold(w) for w in flt.words if w]
         if any("\x00" in w for w in words):
-            return []  # no record holds a NUL (add and edit refuse it)
+            return [], None  # no record holds a NUL (add and edit refuse it)
         plan = search.plan_search(conn, self.search_backend, words)
         if plan.kind == "none":
-            return []
-        if plan.kind != "short":
-            return self._ids(conn, viewer, flt, words, plan, limit=limit, below=below)
-        # Short words are mostly common: the newest records usually fill the page. Only when they do
-        # not is the index asked, for the older records.
+            return [], None
+        if plan.kind in ("fts", "ids"):
+            return self._ids(conn, viewer, flt, words, plan, limit=limit, below=below), None
+        if plan.kind == "scan":
+            return self._scan(conn, viewer, flt, words, limit=limit, below=below)
+        # "window": an index is there but costs more than it saves for common words, which the newest
+        # records usually hold a page of. Only when they do not is the index asked, for older records.
         top = conn.execute(select(func.max(content.c.id))).scalar() or 0
-        floor = (below - 1 if below is not None else top) - search.SHORT_WINDOW
+        floor = (below - 1 if below is not None else top) - search.WINDOW
         ids = self._ids(conn, viewer, flt, words, search.SCAN, limit=limit, below=below, floor=floor)
-        if len(ids) < limit and floor > 0:
-            older = search.short_plan(conn, words)
-            if older.kind != "none":
-                ids += self._ids(conn, viewer, flt, words, older, limit=limit - len(ids), below=floor + 1)
-        return ids
+        if len(ids) >= limit or floor <= 0:
+            return ids, None
+        older = search.older_plan(conn, self.search_backend, words, floor)
+        if older.kind == "none":
+            return ids, None
+        if older.kind == "scan":
+            more, resume = self._scan(conn, viewer, flt, words, limit=limit - len(ids), below=floor + 1)
+            return ids + more, resume
+        return ids + self._ids(conn, viewer, flt, words, older, limit=limit - len(ids), below=floor + 1), None
+
+    def _scan(self, conn: Connection, viewer: User, flt: Filter, words: Sequence[str], *, limit: int,
+              below: int | None) -> tuple[list[int], int | None]:
+        """Newest first through id ranges of SCAN_CHUNK, until the page is full or SCAN_SECONDS pass.
+
+        A scan without an index reads every row; bounding it by time keeps the worst case of one
+        request bounded, and the returned resume point lets the next request go on from there.
+        """
+        deadline = time.monotonic() + search.SCAN_SECONDS
+        high = below if below is not None else (conn.execute(select(func.max(content.c.id))).scalar() or 0) + 1
+        ids: list[int] = []
+        while high > 1 and len(ids) < limit:
+            low = max(1, high - search.SCAN_CHUNK)  # this chunk is low <= id < high
+            ids += self._ids(conn, viewer, flt, words, search.SCAN, limit=limit - len(ids), below=high,
+                             floor=low - 1)
+            high = low
+            if len(ids) < limit and high > 1 and time.monotonic() > deadline:
+                return ids, high
+        return ids, None
 
     def find(self, viewer: User, flt: Filter, *, limit: int, before: int | None = None) -> Page:
         """Newest first, the viewer's visible records matching every filter; keyset paged by id."""
         with self.connection() as conn:
-            ids = self._search(conn, viewer, flt, limit=limit + 1, below=before)
-            if not ids:
-                return Page((), None)
+            ids, resume = self._search(conn, viewer, flt, limit=limit + 1, below=before)
             page = ids[:limit]
             rows = conn.execute(self._record_select().where(content.c.id.in_(page), self._visible(viewer))
-                                .order_by(content.c.id.desc())).all()
+                                .order_by(content.c.id.desc())).all() if page else []
             records = self._hydrate(conn, rows)
-        more = len(ids) > limit
-        return Page(tuple(records), records[-1].id if more and records else None)
+        if len(ids) > limit and records:
+            return Page(tuple(records), records[-1].id)
+        return Page(tuple(records), resume, partial=resume is not None)
 
-    def count(self, viewer: User, flt: Filter, *, cap: int = 1000) -> int:
-        """How many visible records match, counting at most cap + 1 (a reply says "more than cap")."""
+    def count(self, viewer: User, flt: Filter, *, cap: int = 1000) -> tuple[int, bool]:
+        """(how many visible records match, counting at most cap + 1; whether the count is complete)."""
         with self.connection() as conn:
-            return len(self._search(conn, viewer, flt, limit=cap + 1, below=None))
+            ids, resume = self._search(conn, viewer, flt, limit=cap + 1, below=None)
+        return len(ids), resume is None
 
     def get_record(self, viewer: User, record_id: int) -> Record:
         """One visible record with its revision count; NotFound when missing or not visible."""

@@ -80,7 +80,7 @@ def test_sqlite_plans_use_the_trigram_index_for_long_words_and_a_prefix_or_for_s
         storage.add_record(admin, body)
     with engine.connect() as conn:
         assert search.plan_search(conn, "sqlite-fts5", ["nginx"]).match == '"gin" AND "inx" AND "ngi"'
-        assert search.plan_search(conn, "sqlite-fts5", ["鑫磊", "x"]).kind == "short"
+        assert search.plan_search(conn, "sqlite-fts5", ["鑫磊", "x"]).kind == "window"
         assert search.short_plan(conn, ["鑫磊"]).kind == "fts"
         assert search.short_plan(conn, ["鑫x"]).kind == "none"
 
@@ -100,10 +100,11 @@ def test_mariadb_uses_mroonga_when_the_engine_is_installed(mariadb_url: str) -> 
     admin = make_user(storage, "ada", "admin")
     ids = [storage.add_record(admin, body) for body in SAMPLES]
     with engine.connect() as conn:
-        plan = search.plan_search(conn, storage.search_backend, ["鑫磊"])
-        assert plan.kind == ("ids" if installed else "scan")
+        assert search.plan_search(conn, storage.search_backend, ["鑫磊"]).kind == ("window" if installed else "scan")
+        older = search.older_plan(conn, storage.search_backend, ["鑫磊"], ids[-1] + 1)
+        assert older == (search.Plan("ids", ids=(ids[4],)) if installed else search.SCAN)
         if installed:
-            assert search.plan_search(conn, "mroonga", ["zzzz"]).kind == "none"
+            assert search.older_plan(conn, "mroonga", ["zzzz"], ids[-1] + 1).kind == "none"
     assert all_pages(storage, admin, Filter(words=("鑫磊",))) == [ids[4]]
     engine.dispose()
 
@@ -128,7 +129,7 @@ def test_a_nul_character_is_refused_in_text_and_matches_nothing_in_words(storage
 
 def test_short_words_scan_the_newest_records_then_use_the_index_for_older_ones(
         storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(search, "SHORT_WINDOW", 4)
+    monkeypatch.setattr(search, "WINDOW", 4)
     admin = make_user(storage, "ada", "admin")
     bob = make_user(storage, "bob")
     vocab = ["restart nginx", "restart db", "deploy web", "服务器重启", "备份数据库", "restart 服务器"]
@@ -141,6 +142,19 @@ def test_short_words_scan_the_newest_records_then_use_the_index_for_older_ones(
         assert all_pages(storage, bob, Filter(words=(word,)), page=3) == own, word
     with storage.engine.connect() as conn:
         if storage.search_backend == "sqlite-fts5":
-            assert search.plan_search(conn, "sqlite-fts5", ["数据"]).kind == "short"
+            assert search.plan_search(conn, "sqlite-fts5", ["数据"]).kind == "window"
             assert search.short_plan(conn, ["数据"]).kind == "fts"
             assert search.short_plan(conn, ["zz"]).kind == "none"
+
+
+def test_a_scan_out_of_time_returns_a_resume_point_and_going_on_finds_everything(
+        storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(search, "SCAN_CHUNK", 3)
+    monkeypatch.setattr(search, "SCAN_SECONDS", 0.0)
+    monkeypatch.setattr(storage, "_backend", "like")  # no accelerator: every search scans
+    admin = make_user(storage, "ada", "admin")
+    ids = [storage.add_record(admin, f"{'needle ' if i % 4 == 0 else ''}hay {i}") for i in range(20)]
+    first = storage.find(admin, Filter(words=("needle",)), limit=5)
+    assert first.partial and first.next_before is not None
+    assert all_pages(storage, admin, Filter(words=("needle",)), page=5) == [i for i in reversed(ids[::4])]
+    assert storage.count(admin, Filter(words=("needle",)))[1] is False

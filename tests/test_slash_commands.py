@@ -313,3 +313,23 @@ def test_a_long_result_counts_ten_pages_ahead_and_says_more_than(mm: Mattermost)
     assert "**more than 20 records** · page 1 of more than 10" in first
     last = mm.text("ada", "list page:13")
     assert "**25 records** · page 13 of 13" in last and "That is all" in last
+
+
+def test_a_search_that_runs_out_of_time_says_so_and_offers_to_go_on(mm: Mattermost, storage: Storage,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot import search
+
+    for i in range(8):
+        mm.text("ada", f"add {'needle' if i == 0 else 'hay'} {i}")
+    monkeypatch.setattr(storage, "_backend", "like")
+    monkeypatch.setattr(search, "SCAN_CHUNK", 2)
+    monkeypatch.setattr(search, "SCAN_SECONDS", 0.0)
+    reply = mm.text("ada", "find needle")
+    assert reply.startswith("No matches among the records newer than #")
+    command = re.search(r"`/rec (find needle before:\d+)`", reply).group(1)
+    for _ in range(10):
+        reply = mm.text("ada", command)
+        if "needle 0" in reply:
+            break
+        command = re.search(r"`/rec (find needle before:\d+)`", reply).group(1)
+    assert "needle 0" in reply

@@ -54,24 +54,38 @@ def _listing(ctx: Context, command: str, rest: str, *, words_allowed: bool) -> R
     flt = _filter(ctx, args)
     page, number = _page(ctx, flt, args)
     trigger = ctx.config.mattermost.trigger
+    if not page.records and page.partial:
+        kept = " ".join(t for t in rest.split() if not t.lower().startswith(("before:", "page:")))
+        return Reply(f"No matches among the records newer than #{page.next_before} in the time allowed. "
+                     f"Search the older ones: `/{trigger} {command} {kept + ' ' if kept else ''}"
+                     f"before:{page.next_before}`, or narrow with @user, #tag or since:.")
     if not page.records:
         what = "matches" if words_allowed else "records you can see"
         return Reply(f"No {what}{' on this page' if number > 1 else ''}. "
                      f"Try fewer words, or `/{trigger} list` for the newest records.")
     size = ctx.page_size
-    if page.next_before is None:
+    if page.partial:
+        total, shown_total, pages = len(page.records), f"{len(page.records)} so far", "?"
+    elif page.next_before is None:
         total, shown_total, pages = (number - 1) * size + len(page.records), "", str(number)
     else:
         # Counting every match of a common word costs more than the page itself: count ten pages ahead.
         cap = (number + 9) * size
-        total = ctx.storage.count(ctx.caller, flt, cap=cap)
-        shown_total = f"more than {cap}" if total > cap else ""
-        pages = f"more than {number + 9}" if total > cap else str(-(-total // size))
+        total, complete = ctx.storage.count(ctx.caller, flt, cap=cap)
+        if not complete:
+            shown_total, pages = f"at least {total}", "?"
+        elif total > cap:
+            shown_total, pages = f"more than {cap}", f"more than {number + 9}"
+        else:
+            shown_total, pages = "", str(-(-total // size))
     header = f"**{shown_total or total} record{'s' if total != 1 else ''}** · page {number} of {pages}"
     if page.next_before is not None:
         kept = " ".join(t for t in rest.split() if not t.lower().startswith(("before:", "page:")))
         footer = (f"Next page: `/{trigger} {command} {kept + ' ' if kept else ''}"
                   f"before:{page.next_before} page:{number + 1}`")
+        if page.partial:
+            footer = (f"_Searched records newer than #{page.next_before} in the time allowed; older ones may "
+                      f"match too._ {footer}")
     else:
         footer = "_That is all._"
     return Reply(record_list(page.records, header, footer))
