@@ -19,6 +19,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     and_,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -31,7 +32,6 @@ from sqlalchemy import (
     or_,
     select,
     text,
-    union_all,
     update,
 )
 from sqlalchemy.engine import make_url
@@ -424,14 +424,15 @@ class Storage:
         bounds += [c.c.id > floor] if floor is not None else []
         conds = self._conditions(c, flt, words) + bounds
         owners = [viewer.id, *conn.execute(select(grant.c.owner_id).where(grant.c.viewer_id == viewer.id)).scalars()]
-        branches = [select(c.c.id).where(c.c.owner_id == o, *conds).order_by(c.c.id.desc()).limit(limit)
-                    for o in owners]
-        branches.append(select(c.c.id).join(share, share.c.record_id == c.c.id)
-                        .where(share.c.user_id == viewer.id, *conds).order_by(c.c.id.desc()).limit(limit))
+        # One statement, run once per owner: it is built and compiled once, whatever the number of owners.
+        per_owner = (select(c.c.id).where(c.c.owner_id == bindparam("each_owner"), *conds)
+                     .order_by(c.c.id.desc()).limit(limit))
         found: set[int] = set()
-        for i in range(0, len(branches), 100):  # SQLite allows 500 terms in a compound select
-            parts = [select(b.subquery().c.id) for b in branches[i:i + 100]]
-            found.update(conn.execute(union_all(*parts)).scalars())
+        for owner in owners:
+            found.update(conn.execute(per_owner, {"each_owner": owner}).scalars())
+        found.update(conn.execute(select(c.c.id).join(share, share.c.record_id == c.c.id)
+                                  .where(share.c.user_id == viewer.id, *conds)
+                                  .order_by(c.c.id.desc()).limit(limit)).scalars())
         return sorted(found, reverse=True)
 
     def _ids(self, conn: Connection, viewer: User, flt: Filter, words: Sequence[str], plan: search.Plan, *,
