@@ -117,6 +117,8 @@ class Page:
     # True when the search stopped at next_before because its time ran out: the page may be short,
     # and continuing from next_before searches the older records.
     partial: bool = False
+    matched: int = 0  # matches found from the cursor on, this page included (see find's count_up_to)
+    matched_all: bool = True  # False when there are more than `matched`
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,7 @@ class Storage:
         self.dialect = engine.dialect.name
         self._writer = engine.execution_options(sqlite_immediate=True)
         self._backend: str | None = None
+        self._settings_cache: tuple[float, dict[str, str]] | None = None
 
     @property
     def search_backend(self) -> str:
@@ -505,23 +508,22 @@ class Storage:
                 return ids, high
         return ids, None
 
-    def find(self, viewer: User, flt: Filter, *, limit: int, before: int | None = None) -> Page:
-        """Newest first, the viewer's visible records matching every filter; keyset paged by id."""
+    def find(self, viewer: User, flt: Filter, *, limit: int, before: int | None = None, count_up_to: int = 0) -> Page:
+        """Newest first, the viewer's visible records matching every filter; keyset paged by id.
+
+        With count_up_to, the same search also counts the matches from `before` on, up to that many
+        (Page.matched), so a reply can say "page 2 of 7" without a second search.
+        """
         with self.connection() as conn:
-            ids, resume = self._search(conn, viewer, flt, limit=limit + 1, below=before)
+            ids, resume = self._search(conn, viewer, flt, limit=max(limit, count_up_to) + 1, below=before)
             page = ids[:limit]
             rows = conn.execute(self._record_select().where(content.c.id.in_(page), self._visible(viewer))
                                 .order_by(content.c.id.desc())).all() if page else []
             records = self._hydrate(conn, rows)
+        complete = resume is None and len(ids) <= max(limit, count_up_to)
         if len(ids) > limit and records:
-            return Page(tuple(records), records[-1].id)
-        return Page(tuple(records), resume, partial=resume is not None)
-
-    def count(self, viewer: User, flt: Filter, *, cap: int = 1000) -> tuple[int, bool]:
-        """(how many visible records match, counting at most cap + 1; whether the count is complete)."""
-        with self.connection() as conn:
-            ids, resume = self._search(conn, viewer, flt, limit=cap + 1, below=None)
-        return len(ids), resume is None
+            return Page(tuple(records), records[-1].id, matched=len(ids), matched_all=complete)
+        return Page(tuple(records), resume, partial=resume is not None, matched=len(ids), matched_all=complete)
 
     def get_record(self, viewer: User, record_id: int) -> Record:
         """One visible record with its revision count; NotFound when missing or not visible."""
@@ -678,9 +680,19 @@ class Storage:
 
     # ---- settings and audit ------------------------------------------------------------------
 
-    def settings(self) -> dict[str, str]:
+    def settings(self, max_age: float = 0.0) -> dict[str, str]:
+        """Stored settings; with max_age, a copy read at most that many seconds ago may answer.
+
+        Commands read them on every request; another process's change shows within max_age, this
+        process's own at once (a write drops the copy).
+        """
+        cached = self._settings_cache
+        if max_age and cached and time.monotonic() - cached[0] < max_age:
+            return dict(cached[1])
         with self.connection() as conn:
-            return {r.name: r.value for r in conn.execute(select(setting.c.name, setting.c.value))}
+            values = {r.name: r.value for r in conn.execute(select(setting.c.name, setting.c.value))}
+        self._settings_cache = (time.monotonic(), values)
+        return dict(values)
 
     def set_setting(self, actor: User, name: str, value: str) -> None:
         now = self.clock()
@@ -693,6 +705,7 @@ class Storage:
                 conn.execute(update(setting).where(setting.c.name == name)
                              .values(value=value, updated_by=actor.id, updated_at=now))
             self._audit(conn, actor, "set", f"{name}: {old if old is not None else '(default)'} -> {value}")
+        self._settings_cache = None
 
     def store_internal(self, name: str, value: str) -> None:
         """A value the bot itself keeps (the registered command's token), with no actor and no audit."""
@@ -701,6 +714,7 @@ class Storage:
             done = conn.execute(update(setting).where(setting.c.name == name).values(value=value, updated_at=now))
             if done.rowcount == 0:
                 conn.execute(insert(setting).values(name=name, value=value, updated_by=None, updated_at=now))
+        self._settings_cache = None
 
     def audit_system(self, action: str, detail: str) -> None:
         """An audit entry for something done outside a command (an alert button, start-up)."""

@@ -187,7 +187,10 @@ def test_owner_tag_and_date_filters_combine(storage: Storage) -> None:
     assert all_pages(storage, admin, Filter(since=date(2026, 3, 11))) == [c, b]
     assert all_pages(storage, admin, Filter(until=date(2026, 3, 10))) == [a]
     assert all_pages(storage, admin, Filter(words=("deploy",), owner_id=bob.id, tags=("web",))) == [a]
-    assert storage.count(admin, Filter(words=("deploy",))) == (3, True)
+    counted = storage.find(admin, Filter(words=("deploy",)), limit=1, count_up_to=10)
+    assert (counted.matched, counted.matched_all, len(counted.records)) == (3, True, 1)
+    capped = storage.find(admin, Filter(words=("deploy",)), limit=1, count_up_to=2)
+    assert (capped.matched, capped.matched_all) == (3, False)
 
 
 def test_usernames_are_refreshed_and_users_counted(storage: Storage) -> None:

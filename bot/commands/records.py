@@ -7,7 +7,7 @@ from bot.dispatch import Router
 from bot.errors import UserError
 from bot.parse import Args, ParseError, parse_filters, parse_id, split_first
 from bot.render import record_full, record_list
-from bot.storage import Filter, Page
+from bot.storage import Filter, Page, extract_tags
 
 router = Router()
 
@@ -16,8 +16,8 @@ router = Router()
                 details="Example: `/rec add restarted nginx on web-01 after the config change #deploy`")
 def add(ctx: Context, rest: str) -> Reply:
     record_id = ctx.storage.add_record(ctx.caller, rest)
-    record = ctx.storage.get_record(ctx.caller, record_id)
-    tags = " Tags: " + " ".join(f"`#{t}`" for t in record.tags) + "." if record.tags else ""
+    found = extract_tags(rest)
+    tags = " Tags: " + " ".join(f"`#{t}`" for t in sorted(found)) + "." if found else ""
     return Reply(f"Saved record **#{record_id}**.{tags}")
 
 
@@ -33,18 +33,17 @@ def _filter(ctx: Context, args: Args) -> Filter:
                   until=args.until)
 
 
-def _page(ctx: Context, flt: Filter, args: Args) -> tuple[Page, int]:
+def _page(ctx: Context, flt: Filter, args: Args, count_up_to: int) -> tuple[Page, int]:
     """The requested page: by cursor (before:ID), else by walking keyset pages up to page:N."""
     number = args.page or 1
-    if args.before is not None or number == 1:
-        return ctx.storage.find(ctx.caller, flt, limit=ctx.page_size, before=args.before), number
-    before = None
-    for _ in range(number - 1):
-        step = ctx.storage.find(ctx.caller, flt, limit=ctx.page_size, before=before)
-        if step.next_before is None:
-            raise UserError(f"there is no page {number}; the results end before it")
-        before = step.next_before
-    return ctx.storage.find(ctx.caller, flt, limit=ctx.page_size, before=before), number
+    before = args.before
+    if before is None:
+        for _ in range(number - 1):
+            step = ctx.storage.find(ctx.caller, flt, limit=ctx.page_size, before=before)
+            if step.next_before is None:
+                raise UserError(f"there is no page {number}; the results end before it")
+            before = step.next_before
+    return ctx.storage.find(ctx.caller, flt, limit=ctx.page_size, before=before, count_up_to=count_up_to), number
 
 
 def _listing(ctx: Context, command: str, rest: str, *, words_allowed: bool) -> Reply:
@@ -52,7 +51,10 @@ def _listing(ctx: Context, command: str, rest: str, *, words_allowed: bool) -> R
     if words_allowed and not args.words:
         raise ParseError("give at least one word to find; to see the newest records use /rec list")
     flt = _filter(ctx, args)
-    page, number = _page(ctx, flt, args)
+    size = ctx.page_size
+    # The search also counts up to ten pages ahead: counting every match of a common word would cost
+    # more than the page itself.
+    page, number = _page(ctx, flt, args, count_up_to=10 * size)
     trigger = ctx.config.mattermost.trigger
     if not page.records and page.partial:
         kept = " ".join(t for t in rest.split() if not t.lower().startswith(("before:", "page:")))
@@ -63,21 +65,14 @@ def _listing(ctx: Context, command: str, rest: str, *, words_allowed: bool) -> R
         what = "matches" if words_allowed else "records you can see"
         return Reply(f"No {what}{' on this page' if number > 1 else ''}. "
                      f"Try fewer words, or `/{trigger} list` for the newest records.")
-    size = ctx.page_size
-    if page.partial:
-        total, shown_total, pages = len(page.records), f"{len(page.records)} so far", "?"
-    elif page.next_before is None:
-        total, shown_total, pages = (number - 1) * size + len(page.records), "", str(number)
-    else:
-        # Counting every match of a common word costs more than the page itself: count ten pages ahead.
-        cap = (number + 9) * size
-        total, complete = ctx.storage.count(ctx.caller, flt, cap=cap)
-        if not complete:
-            shown_total, pages = f"at least {total}", "?"
-        elif total > cap:
-            shown_total, pages = f"more than {cap}", f"more than {number + 9}"
-        else:
-            shown_total, pages = "", str(-(-total // size))
+    earlier = (number - 1) * size
+    total = earlier + page.matched
+    if page.matched_all:
+        shown_total, pages = "", str(number - 1 + -(-page.matched // size))
+    elif page.matched > 10 * size:
+        shown_total, pages = f"more than {earlier + 10 * size}", f"more than {number + 9}"
+    else:  # the search ran out of time before it could count further
+        shown_total, pages = f"at least {total}", "?"
     header = f"**{shown_total or total} record{'s' if total != 1 else ''}** · page {number} of {pages}"
     if page.next_before is not None:
         kept = " ".join(t for t in rest.split() if not t.lower().startswith(("before:", "page:")))
