@@ -184,10 +184,6 @@ class Storage:
             self._backend = search.detect_backend(self.engine)
         return self._backend
 
-    def refresh_search_backend(self) -> str:
-        self._backend = None
-        return self.search_backend
-
     @contextmanager
     def transaction(self) -> Any:
         """A write transaction (BEGIN IMMEDIATE on SQLite, so two writers never deadlock on upgrade)."""
