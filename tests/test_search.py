@@ -158,3 +158,12 @@ def test_a_scan_out_of_time_returns_a_resume_point_and_going_on_finds_everything
     assert first.partial and first.next_before is not None
     assert all_pages(storage, admin, Filter(words=("needle",)), page=5) == [i for i in reversed(ids[::4])]
     assert storage.find(admin, Filter(words=("needle",)), limit=1, count_up_to=50).matched_all is False
+
+
+def test_long_words_match_whole_even_where_the_index_looks_only_at_their_ends(storage: Storage) -> None:
+    admin = make_user(storage, "ada", "admin")
+    hit = storage.add_record(admin, "ticket zq-rare-7731 closed")
+    storage.add_record(admin, "ticket zq-rXXX-7731 and zq-rare-7730 are other ones")
+    assert all_pages(storage, admin, Filter(words=("zq-rare-7731",))) == [hit]
+    assert all_pages(storage, admin, Filter(words=("ZQ-RARE-7731 CLOSED",))) == [hit]
+    assert all_pages(storage, admin, Filter(words=("zq-rYYY-7731",))) == []
