@@ -43,8 +43,8 @@ MAX_TRIGRAMS = 8
 # matches) are first looked for in this many of the newest records.
 WINDOW = 5_000
 # A scan without an index goes through ids in ranges of this size and stops after this long.
-SCAN_CHUNK = 50_000
-SCAN_SECONDS = 0.35
+SCAN_CHUNK = 25_000
+SCAN_SECONDS = 0.25
 
 
 def fold(body: str) -> str:
