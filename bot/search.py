@@ -124,9 +124,6 @@ def _mroonga_phrase(word: str) -> str:
     # Bigram tokens never span whitespace, and Groonga's query parser stops at control characters:
     # each piece between them is searched on its own (a superset; the re-check makes it exact).
     pieces = [p for p in _BREAKS.split(word) if p]
-    # Groonga reads the postings of every bigram of a phrase; the middle of a long word adds mostly
-    # common ones. Its two ends select about as well, for a fraction of the work.
-    pieces = [q for p in pieces for q in ((p[:4], p[-4:]) if len(p) > 8 else (p,))]
     return " ".join('+"' + p.replace("\\", "\\\\").replace('"', '\\"') + '"' for p in pieces)
 
 
