@@ -6,7 +6,9 @@ of the SQL: a record is returned only when the query itself proves the viewer ma
 
 from __future__ import annotations
 
+import contextlib
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
@@ -179,6 +181,7 @@ class Storage:
         self._writer = engine.execution_options(sqlite_immediate=True)
         self._backend: str | None = None
         self._settings_cache: tuple[float, dict[str, str]] | None = None
+        self._write_lock: Any = threading.RLock() if self.dialect == "sqlite" else contextlib.nullcontext()
 
     @property
     def search_backend(self) -> str:
@@ -189,8 +192,13 @@ class Storage:
 
     @contextmanager
     def transaction(self) -> Any:
-        """A write transaction (BEGIN IMMEDIATE on SQLite, so two writers never deadlock on upgrade)."""
-        with self._writer.begin() as conn:
+        """A write transaction (BEGIN IMMEDIATE on SQLite, so two writers never deadlock on upgrade).
+
+        On SQLite the threads of this process also queue on a lock first: SQLite's busy handler
+        sleeps with a growing back-off instead of waking when the write lock frees, which gave
+        concurrent adds a long tail.
+        """
+        with self._write_lock, self._writer.begin() as conn:
             yield conn
 
     @contextmanager
