@@ -47,14 +47,10 @@ def _reply_json(reply: Reply) -> dict[str, Any]:
 
 async def _accepted_tokens(app: web.Application) -> list[str]:
     """Configured tokens plus the one self-registration stored (shared by every process on the database)."""
-    state = app[STATE]
-    now = time.monotonic()
-    if now - state.get("tokens_at", -1e9) > TOKEN_CACHE_SECONDS:
-        services = app[SERVICES]
-        stored = await asyncio.get_running_loop().run_in_executor(app[POOL], services.storage.settings)
-        state["tokens"] = [*services.config.mattermost.slash_tokens, stored.get(COMMAND_TOKEN_SETTING, "")]
-        state["tokens_at"] = now
-    return state["tokens"]
+    services = app[SERVICES]
+    stored = await asyncio.get_running_loop().run_in_executor(
+        app[POOL], lambda: services.storage.settings(max_age=TOKEN_CACHE_SECONDS))
+    return [*services.config.mattermost.slash_tokens, stored.get(COMMAND_TOKEN_SETTING, "")]
 
 
 async def command(request: web.Request) -> web.Response:
@@ -161,7 +157,6 @@ async def _connect_mattermost(app: web.Application) -> None:
         try:
             what, token = await gateway.register_command()
             await loop.run_in_executor(app[POOL], services.storage.store_internal, COMMAND_TOKEN_SETTING, token)
-            app[STATE]["tokens_at"] = -1e9  # accept the new token at once
             log.info("/%s command %s", services.config.mattermost.trigger, what)
         except GatewayError as exc:
             log.warning("mattermost: %s; serving with mattermost.slash_tokens only", exc)
