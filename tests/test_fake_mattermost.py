@@ -871,7 +871,7 @@ async def test_drop_websockets_closes_the_connection(mm: FakeMattermost, world: 
 
 async def test_driver_websocket_reconnects_after_a_drop(mm: FakeMattermost, world: World) -> None:
     # mattermostautodriver's Websocket.connect() retries after keepalive_delay whenever the socket
-    # ends with an error, which a server-side close is; the bot relies on that.
+    # ends with an error, which a server-side close is; the fake must close the way that triggers it.
     received: asyncio.Queue[JSON] = asyncio.Queue()
 
     async def on_message(message: str) -> None:
