@@ -49,6 +49,9 @@ MAX_BODY = 60_000
 # A member who may see at most this many owners' records is searched owner by owner (bounded by what
 # they can see); with more, a newest-first walk of the table fills a page sooner.
 PER_OWNER_MAX = 6
+# Statements are built once per shape (see Storage._prepared); a bound keeps odd requests (a find with
+# hundreds of words) from growing the table without end.
+MAX_SHAPES = 512
 TAG_RE = re.compile(r"(?<![\w#&/])#(\w[\w-]{0,62})")
 
 
@@ -127,6 +130,32 @@ class Page:
 
 
 @dataclass(frozen=True)
+class _Shape:
+    """What the text of a search statement depends on; the values themselves are bound by name."""
+
+    words: int = 0
+    tags: int = 0
+    owner: bool = False
+    since: bool = False
+    until: bool = False
+    below: bool = False
+    floor: bool = False
+
+    @staticmethod
+    def bind(flt: Filter, words: Sequence[str], below: int | None, floor: int | None) -> tuple[_Shape, dict[str, Any]]:
+        params: dict[str, Any] = {f"w{i}": w for i, w in enumerate(words)}
+        params.update({f"t{i}": t.lower().lstrip("#") for i, t in enumerate(flt.tags)})
+        for name, value in (("owner", flt.owner_id), ("below", below), ("floor", floor),
+                            ("since", _day_start(flt.since) if flt.since else None),
+                            ("until", _day_start(flt.until) + timedelta(days=1) if flt.until else None)):
+            if value is not None:
+                params[name] = value
+        shape = _Shape(len(words), len(flt.tags), flt.owner_id is not None, flt.since is not None,
+                       flt.until is not None, below is not None, floor is not None)
+        return shape, params
+
+
+@dataclass(frozen=True)
 class AuditEntry:
     id: int
     actor: str | None
@@ -182,6 +211,20 @@ class Storage:
         self._backend: str | None = None
         self._settings_cache: tuple[float, dict[str, str]] | None = None
         self._write_lock: Any = threading.RLock() if self.dialect == "sqlite" else contextlib.nullcontext()
+        self._statements: dict[tuple, Any] = {}
+
+    def _prepared(self, key: tuple, build: Callable[[], Any]) -> Any:
+        """The statement of this shape, built on first use; its values are bound at execution.
+
+        Building a statement of this module (the visibility rule, the filters) costs several times
+        more CPU than SQLite takes to run it, so each shape is built once per process and reused.
+        """
+        stmt = self._statements.get(key)
+        if stmt is None:
+            if len(self._statements) >= MAX_SHAPES:
+                self._statements.clear()
+            stmt = self._statements[key] = build()
+        return stmt
 
     @property
     def search_backend(self) -> str:
@@ -218,8 +261,9 @@ class Storage:
     # ---- users -------------------------------------------------------------------------------
 
     def user_by_mm_id(self, mm_user_id: str) -> User | None:
+        stmt = self._prepared(("user_by_mm",), lambda: select(user).where(user.c.mm_user_id == bindparam("mm")))
         with self.connection() as conn:
-            row = conn.execute(select(user).where(user.c.mm_user_id == mm_user_id)).first()
+            row = conn.execute(stmt, {"mm": mm_user_id}).first()
         return _user(row) if row else None
 
     def user_by_id(self, user_id: int) -> User | None:
@@ -308,19 +352,22 @@ class Storage:
 
     # ---- visibility --------------------------------------------------------------------------
 
-    def _visible(self, viewer: User) -> Any:
-        """SPEC section 2's rule as a WHERE clause over `content`.
+    @staticmethod
+    def _visible(role: str) -> Any:
+        """SPEC section 2's rule as a WHERE clause over `content`, for a viewer of this role whose id
+        is bound as `viewer_id` when the statement runs (statements are reused across viewers).
 
         The viewer's role is re-read inside the same statement, so a User object that went stale
         (demoted, disabled) can never see more than the database says it may.
         """
         me = user.alias("viewer")
+        viewer_id = bindparam("viewer_id")
         not_deleted = content.c.deleted_at.is_(None)
-        if viewer.role == "admin":
-            return and_(not_deleted, exists().where(me.c.id == viewer.id, me.c.role == "admin"))
-        if viewer.role != "member":
+        if role == "admin":
+            return and_(not_deleted, exists().where(me.c.id == viewer_id, me.c.role == "admin"))
+        if role != "member":
             return false()
-        active = exists().where(me.c.id == viewer.id, me.c.role.in_(("admin", "member")))
+        active = exists().where(me.c.id == viewer_id, me.c.role.in_(("admin", "member")))
         # "+ 0" keeps the planners from driving the query by this OR (SQLite would gather and sort
         # every visible row); the search decides the order of work, this clause only filters.
         owner, record = content.c.owner_id + 0, content.c.id + 0
@@ -328,13 +375,13 @@ class Storage:
             not_deleted,
             active,
             or_(
-                owner == viewer.id,
-                owner.in_(select(grant.c.owner_id).where(grant.c.viewer_id == viewer.id)),
-                record.in_(select(share.c.record_id).where(share.c.user_id == viewer.id)),
+                owner == viewer_id,
+                owner.in_(select(grant.c.owner_id).where(grant.c.viewer_id == viewer_id)),
+                record.in_(select(share.c.record_id).where(share.c.user_id == viewer_id)),
             ),
         )
 
-    def _contains(self, table: Any, word: str) -> Any:
+    def _contains(self, table: Any, word: Any) -> Any:
         if self.dialect == "sqlite":
             return func.instr(table.c.search_text, word) > 0
         return func.locate(word, table.c.search_text) > 0
@@ -348,13 +395,9 @@ class Storage:
         self._check_body(body)
         now = self.clock()
         folded = search.fold(body)
+        stmt = self._prepared(("add",), self._build_add)
         with self.transaction() as conn:
-            allowed = select(
-                literal(owner.id), literal(body), literal(folded), literal(now), literal(now)
-            ).where(exists().where(user.c.id == owner.id, user.c.role.in_(("admin", "member"))))
-            result = conn.execute(
-                insert(content).from_select(["owner_id", "body", "search_text", "created_at", "updated_at"], allowed)
-            )
+            result = conn.execute(stmt, {"owner_id": owner.id, "body": body, "folded": folded, "now": now})
             if result.rowcount != 1:
                 raise Forbidden("your recbot account is disabled; ask an admin to enable it")
             record_id = int(result.lastrowid)
@@ -365,6 +408,16 @@ class Storage:
                      "mime_type": f.mime_type[:128], "created_at": now} for f in files])
             search.index_text(conn, self.search_backend, record_id, folded)
         return record_id
+
+    @staticmethod
+    def _build_add() -> Any:
+        """INSERT ... SELECT that inserts only while the owner is not disabled (checked in the statement)."""
+        owner_id = bindparam("owner_id", type_=content.c.owner_id.type)
+        now = bindparam("now", type_=content.c.created_at.type)
+        allowed = select(owner_id, bindparam("body", type_=content.c.body.type),
+                         bindparam("folded", type_=content.c.search_text.type), now, now
+                         ).where(exists().where(user.c.id == owner_id, user.c.role.in_(("admin", "member"))))
+        return insert(content).from_select(["owner_id", "body", "search_text", "created_at", "updated_at"], allowed)
 
     def _check_body(self, body: str) -> None:
         if not body.strip():
@@ -379,7 +432,8 @@ class Storage:
         if replace:
             conn.execute(delete(tag).where(tag.c.record_id == record_id))
         if tags:
-            conn.execute(insert(tag), [{"record_id": record_id, "tag": t} for t in tags])
+            conn.execute(self._prepared(("tag_insert",), lambda: insert(tag)),
+                         [{"record_id": record_id, "tag": t} for t in tags])
 
     def _record_select(self) -> Any:
         owner = user.alias("owner")
@@ -395,7 +449,9 @@ class Storage:
         revs: dict[int, int] = {}
         files: dict[int, list[Attachment]] = {}
         if ids:
-            for rid, t in conn.execute(select(tag.c.record_id, tag.c.tag).where(tag.c.record_id.in_(ids))):
+            tags_of = self._prepared(("tags_of",), lambda: select(tag.c.record_id, tag.c.tag)
+                                     .where(tag.c.record_id.in_(bindparam("ids", expanding=True))))
+            for rid, t in conn.execute(tags_of, {"ids": ids}):
                 tags[rid].append(t)
             if with_revisions:
                 revs = dict(conn.execute(  # type: ignore[arg-type]
@@ -410,77 +466,103 @@ class Storage:
             for r in rows
         ]
 
-    def _conditions(self, table: Any, flt: Filter, words: Sequence[str]) -> list[Any]:
-        """Every filter but visibility, over `table` (T_CONTENT or an alias of it)."""
+    def _conditions(self, table: Any, shape: _Shape) -> list[Any]:
+        """Every filter but visibility, over `table` (T_CONTENT or an alias of it), for a filter of
+        this shape; the values are bound by name at execution (see _Shape.params)."""
         conds = [table.c.deleted_at.is_(None)]
-        conds += [self._contains(table, word) for word in words]
-        if flt.owner_id is not None:
-            conds.append(table.c.owner_id == flt.owner_id)
-        for t in flt.tags:
-            conds.append(exists().where(tag.c.record_id == table.c.id, tag.c.tag == t.lower().lstrip("#")))
-        if flt.since is not None:
-            conds.append(table.c.created_at >= _day_start(flt.since))
-        if flt.until is not None:
-            conds.append(table.c.created_at < _day_start(flt.until) + timedelta(days=1))
+        conds += [self._contains(table, bindparam(f"w{i}")) for i in range(shape.words)]
+        if shape.owner:
+            conds.append(table.c.owner_id == bindparam("owner"))
+        for i in range(shape.tags):
+            conds.append(exists().where(tag.c.record_id == table.c.id, tag.c.tag == bindparam(f"t{i}")))
+        if shape.since:
+            conds.append(table.c.created_at >= bindparam("since"))
+        if shape.until:
+            conds.append(table.c.created_at < bindparam("until"))
         return conds
 
-    def _owner_candidates(self, conn: Connection, viewer: User, owners: Sequence[int], flt: Filter,
-                          words: Sequence[str], limit: int, below: int | None, floor: int | None) -> list[int]:
-        """For a member: the newest `limit` matching ids of each owner they may see, and of their shares.
+    @staticmethod
+    def _bounds(key: Any, shape: _Shape) -> list[Any]:
+        """floor < key < below, as far as the shape has them."""
+        return ([key < bindparam("below")] if shape.below else []) + ([key > bindparam("floor")] if shape.floor else [])
 
-        Each branch walks the (owner_id, id) index newest first and stops after `limit`, so the work is
+    def _owner_candidates(self, conn: Connection, owners: Sequence[int], shape: _Shape,
+                          params: dict[str, Any]) -> list[int]:
+        """For a member: the newest `lim` matching ids of each owner they may see, and of their shares.
+
+        Each branch walks the (owner_id, id) index newest first and stops after `lim`, so the work is
         bounded by what the viewer can see, never by the size of the table. These are candidates only:
         the caller re-applies the visibility rule in SQL.
         """
-        c = content.alias("cand")
-        bounds = [c.c.id < below] if below is not None else []
-        bounds += [c.c.id > floor] if floor is not None else []
-        conds = self._conditions(c, flt, words) + bounds
-        # One statement, run once per owner: it is built and compiled once, whatever the number of owners.
-        per_owner = (select(c.c.id).where(c.c.owner_id == bindparam("each_owner"), *conds)
-                     .order_by(c.c.id.desc()).limit(limit))
+        def build_per_owner() -> Any:
+            c = content.alias("cand")
+            return (select(c.c.id).where(c.c.owner_id == bindparam("each_owner"), *self._conditions(c, shape),
+                                         *self._bounds(c.c.id, shape))
+                    .order_by(c.c.id.desc()).limit(bindparam("lim")))
+
+        def build_shared() -> Any:
+            c = content.alias("cand")
+            return (select(c.c.id).join(share, share.c.record_id == c.c.id)
+                    .where(share.c.user_id == bindparam("viewer_id"), *self._conditions(c, shape),
+                           *self._bounds(c.c.id, shape))
+                    .order_by(c.c.id.desc()).limit(bindparam("lim")))
+
+        per_owner = self._prepared(("per_owner", shape), build_per_owner)
         found: set[int] = set()
         for owner in owners:
-            found.update(conn.execute(per_owner, {"each_owner": owner}).scalars())
-        found.update(conn.execute(select(c.c.id).join(share, share.c.record_id == c.c.id)
-                                  .where(share.c.user_id == viewer.id, *conds)
-                                  .order_by(c.c.id.desc()).limit(limit)).scalars())
+            found.update(conn.execute(per_owner, {**params, "each_owner": owner}).scalars())
+        found.update(conn.execute(self._prepared(("shared", shape), build_shared), params).scalars())
         return sorted(found, reverse=True)
+
+    def _build_ids(self, role: str, shape: _Shape, how: str) -> Any:
+        """Visible matching ids newest first, at most `lim`; `how` the accelerator drives it:
+        fts (SQLite's trigram index), in (given candidates), walk (the primary key, newest first), plain."""
+        stmt = select(content.c.id).where(self._visible(role), *self._conditions(content, shape))
+        key: Any = content.c.id
+        if how == "fts":
+            # Ordered and bounded by FTS5's own rowid, it streams newest first and stops after one page.
+            key = literal_column(f"{search.FTS_TABLE}.rowid")
+            stmt = stmt.join(text(search.FTS_TABLE), text(f"{search.FTS_TABLE}.rowid = T_CONTENT.id")).where(
+                text(f"{search.FTS_TABLE} MATCH :fts_q"))
+        elif how == "in":
+            stmt = stmt.where(content.c.id.in_(bindparam("cands", expanding=True)))
+        elif how == "walk":
+            stmt = (stmt.with_hint(content, "FORCE INDEX (PRIMARY)", dialect_name="mysql")
+                    .with_hint(content, "FORCE INDEX (PRIMARY)", dialect_name="mariadb"))
+        return stmt.where(*self._bounds(key, shape)).order_by(key.desc()).limit(bindparam("lim"))
 
     def _ids(self, conn: Connection, viewer: User, flt: Filter, words: Sequence[str], plan: search.Plan, *,
              limit: int, below: int | None = None, floor: int | None = None) -> list[int]:
         """Newest first, at most `limit` ids of visible matching records with floor < id < below."""
-        stmt = select(content.c.id).where(self._visible(viewer), *self._conditions(content, flt, words))
-        key: Any = content.c.id
+        shape, params = _Shape.bind(flt, words, below, floor)
+        params.update(viewer_id=viewer.id, lim=limit)
         if plan.kind == "fts":
-            # Ordered and bounded by FTS5's own rowid, it streams newest first and stops after one page.
-            key = literal_column(f"{search.FTS_TABLE}.rowid")
-            stmt = stmt.join(text(search.FTS_TABLE), text(f"{search.FTS_TABLE}.rowid = T_CONTENT.id")).where(
-                text(f"{search.FTS_TABLE} MATCH :fts_q").bindparams(fts_q=plan.match))
+            how = "fts"
+            params["fts_q"] = plan.match
         elif plan.kind == "ids":
-            stmt = stmt.where(content.c.id.in_(plan.ids))
+            how = "in"
+            params["cands"] = list(plan.ids)
         elif viewer.role == "member" and flt.owner_id is None:
-            owners = [viewer.id, *conn.execute(select(grant.c.owner_id).where(grant.c.viewer_id == viewer.id))
-                      .scalars()]
+            grants_of = self._prepared(("grants_of",), lambda: select(grant.c.owner_id)
+                                       .where(grant.c.viewer_id == bindparam("viewer_id")))
+            owners = [viewer.id, *conn.execute(grants_of, {"viewer_id": viewer.id}).scalars()]
             if len(owners) <= PER_OWNER_MAX:
-                candidates = self._owner_candidates(conn, viewer, owners, flt, words, limit, below, floor)
+                candidates = self._owner_candidates(conn, owners, shape, params)
                 if not candidates:
                     return []
-                stmt = stmt.where(content.c.id.in_(candidates))
+                how = "in"
+                params["cands"] = candidates
             else:
                 # Many owners: their records are a fair share of all, so the newest-first walk of the
                 # table fills a page soonest.
-                stmt = (stmt.with_hint(content, "FORCE INDEX (PRIMARY)", dialect_name="mysql")
-                        .with_hint(content, "FORCE INDEX (PRIMARY)", dialect_name="mariadb"))
+                how = "walk"
         else:
-            stmt = (stmt.with_hint(content, "FORCE INDEX (PRIMARY)", dialect_name="mysql")
-                    .with_hint(content, "FORCE INDEX (PRIMARY)", dialect_name="mariadb")) \
-                if plan.kind == "scan" and flt.owner_id is None else stmt
-        if below is not None:
-            stmt = stmt.where(key < below)
-        if floor is not None:
-            stmt = stmt.where(key > floor)
-        return list(conn.execute(stmt.order_by(key.desc()).limit(limit)).scalars())
+            how = "walk" if plan.kind == "scan" and flt.owner_id is None else "plain"
+        stmt = self._prepared(("ids", viewer.role, how, shape), lambda: self._build_ids(viewer.role, shape, how))
+        return list(conn.execute(stmt, params).scalars())
+
+    def _top_id(self, conn: Connection) -> int:
+        return conn.execute(self._prepared(("top_id",), lambda: select(func.max(content.c.id)))).scalar() or 0
 
     def _search(self, conn: Connection, viewer: User, flt: Filter, *, limit: int,
                 below: int | None) -> tuple[list[int], int | None]:
@@ -497,7 +579,7 @@ class Storage:
             return self._scan(conn, viewer, flt, words, limit=limit, below=below)
         # "window": an index is there but costs more than it saves for common words, which the newest
         # records usually hold a page of. Only when they do not is the index asked, for older records.
-        top = conn.execute(select(func.max(content.c.id))).scalar() or 0
+        top = self._top_id(conn)
         floor = (below - 1 if below is not None else top) - search.WINDOW
         ids = self._ids(conn, viewer, flt, words, search.SCAN, limit=limit, below=below, floor=floor)
         if len(ids) >= limit or floor <= 0:
@@ -518,7 +600,7 @@ class Storage:
         request bounded, and the returned resume point lets the next request go on from there.
         """
         deadline = time.monotonic() + search.SCAN_SECONDS
-        high = below if below is not None else (conn.execute(select(func.max(content.c.id))).scalar() or 0) + 1
+        high = below if below is not None else self._top_id(conn) + 1
         ids: list[int] = []
         while high > 1 and len(ids) < limit:
             low = max(1, high - search.SCAN_CHUNK)  # this chunk is low <= id < high
@@ -538,8 +620,10 @@ class Storage:
         with self.connection() as conn:
             ids, resume = self._search(conn, viewer, flt, limit=max(limit, count_up_to) + 1, below=before)
             page = ids[:limit]
-            rows = conn.execute(self._record_select().where(content.c.id.in_(page), self._visible(viewer))
-                                .order_by(content.c.id.desc())).all() if page else []
+            page_of = self._prepared(("page", viewer.role), lambda: self._record_select().where(
+                content.c.id.in_(bindparam("page", expanding=True)), self._visible(viewer.role))
+                .order_by(content.c.id.desc()))
+            rows = conn.execute(page_of, {"page": page, "viewer_id": viewer.id}).all() if page else []
             records = self._hydrate(conn, rows)
         complete = resume is None and len(ids) <= max(limit, count_up_to)
         if len(ids) > limit and records:
@@ -549,9 +633,9 @@ class Storage:
     def get_record(self, viewer: User, record_id: int) -> Record:
         """One visible record with its revision count; NotFound when missing or not visible."""
         with self.connection() as conn:
-            row = conn.execute(
-                self._record_select().where(content.c.id == record_id, self._visible(viewer))
-            ).first()
+            one = self._prepared(("record", viewer.role), lambda: self._record_select().where(
+                content.c.id == bindparam("record_id"), self._visible(viewer.role)))
+            row = conn.execute(one, {"record_id": record_id, "viewer_id": viewer.id}).first()
             if row is None:
                 raise NotFound(f"record {record_id} does not exist or you cannot see it; "
                                "try /rec find or /rec list")
@@ -561,7 +645,8 @@ class Storage:
         """Earlier texts of a visible record, oldest first."""
         editor = user.alias("editor")
         with self.connection() as conn:
-            visible = conn.execute(select(content.c.id).where(content.c.id == record_id, self._visible(viewer))).first()
+            visible = conn.execute(select(content.c.id).where(content.c.id == record_id, self._visible(viewer.role)),
+                                   {"viewer_id": viewer.id}).first()
             if visible is None:
                 raise NotFound(f"record {record_id} does not exist or you cannot see it")
             rows = conn.execute(
@@ -583,7 +668,7 @@ class Storage:
     def _load_for_change(self, conn: Connection, actor: User, record_id: int) -> Any:
         row = conn.execute(
             select(content.c.id, content.c.owner_id, content.c.body)
-            .where(content.c.id == record_id, self._visible(actor))
+            .where(content.c.id == record_id, self._visible(actor.role)), {"viewer_id": actor.id}
         ).first()
         if row is None:
             raise NotFound(f"record {record_id} does not exist or you cannot see it; try /rec find or /rec list")
@@ -692,9 +777,10 @@ class Storage:
             self._load_for_change(conn, actor, record_id)
             for uid in dict.fromkeys(user_ids):
                 visible_to_actor = select(literal(uid), literal(record_id), literal(actor.id), literal(now)).where(
-                    exists().where(content.c.id == record_id, self._visible(actor)))
+                    exists().where(content.c.id == record_id, self._visible(actor.role)))
                 n = conn.execute(self._insert_ignore(share).from_select(
-                    ["user_id", "record_id", "shared_by", "created_at"], visible_to_actor)).rowcount
+                    ["user_id", "record_id", "shared_by", "created_at"], visible_to_actor),
+                    {"viewer_id": actor.id}).rowcount
                 if n:
                     added.append(uid)
         return added

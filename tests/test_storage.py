@@ -193,6 +193,24 @@ def test_owner_tag_and_date_filters_combine(storage: Storage) -> None:
     assert (capped.matched, capped.matched_all) == (3, False)
 
 
+def test_statements_reused_across_viewers_bind_each_viewers_own_id(storage: Storage) -> None:
+    # Search statements are built once per shape and reused; alternating viewers of the same shape
+    # must each get their own visibility, never the previous caller's.
+    bob, carol, dave = make_user(storage, "bob"), make_user(storage, "carol"), make_user(storage, "dave")
+    admin = make_user(storage, "ada", "admin")
+    mine = {u.username: storage.add_record(u, f"nightly backup by {u.username} #ops") for u in (bob, carol, dave)}
+    storage.grant(admin, dave.id, [carol.id])
+    expected = {"bob": [mine["bob"]], "carol": [mine["carol"]], "dave": [mine["dave"], mine["carol"]]}
+    for _ in range(2):
+        for viewer in (bob, carol, dave, bob):
+            for flt in (Filter(words=("backup",)), Filter(tags=("ops",)), Filter(words=("ni",)), Filter()):
+                assert all_pages(storage, viewer, flt) == expected[viewer.username], (viewer.username, flt)
+            assert storage.get_record(viewer, expected[viewer.username][0]).owner in expected
+            with pytest.raises(NotFound):
+                storage.get_record(viewer, mine["bob" if viewer.username != "bob" else "carol"])
+    assert len(all_pages(storage, admin, Filter(words=("backup",)))) == 3
+
+
 def test_usernames_are_refreshed_and_users_counted(storage: Storage) -> None:
     admin = make_user(storage, "ada", "admin")
     bob = make_user(storage, "bob")
