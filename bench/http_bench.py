@@ -2,7 +2,7 @@
 
     python -m bench.http_bench [--records 100000] [--backends sqlite,mariadb] [--duration 10]
                                [--concurrency 1,10,50] [--commands find,add] [--client auto|wrk|python]
-                               [--profile DIR] [--wait-idle SECONDS]
+                               [--workers N] [--profile DIR] [--wait-idle SECONDS]
 
 For each backend a fresh database is migrated and seeded in bulk (the corpus of bench.storage_bench:
 mixed Chinese/English notes of 200 owners, plus a member granted 20 of them and an admin), then the
@@ -160,9 +160,12 @@ def _tail(path: Path | None, lines: int = 30) -> str:
 
 # ---- the bare handler -------------------------------------------------------------------------
 
-def run_bare_server(port: int) -> int:
-    """A minimal aiohttp app: parse the form like recbot does, answer a fixed ephemeral reply."""
+def run_bare_server(port: int, processes: int = 1) -> int:
+    """A minimal aiohttp app: parse the form like recbot does, answer a fixed ephemeral reply; in as
+    many processes on the port as recbot is given (server.workers), so the ratio compares like with like."""
     from aiohttp import web
+
+    from bot import workers
 
     async def command(request: web.Request) -> web.Response:
         await request.post()
@@ -174,7 +177,11 @@ def run_bare_server(port: int) -> int:
     app = web.Application()
     app.router.add_post("/mattermost/command", command)
     app.router.add_get("/healthz", healthz)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+    _, children = workers.fork(processes)
+    try:
+        web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, reuse_port=processes > 1)
+    finally:
+        workers.stop(children)
     return 0
 
 
@@ -364,8 +371,14 @@ def parse_wrk(output: str) -> Load:
 
 
 def _cpu_ticks(pid: int) -> int:
+    """utime + stime of the process (all threads) and of its live children (server.workers copies)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime, all threads
+    total = int(fields[11]) + int(fields[12])
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    for child in (children.read_text().split() if children.exists() else []):
+        with contextlib.suppress(OSError):
+            total += _cpu_ticks(int(child))
+    return total
 
 
 def _machine_ticks() -> tuple[int, int]:
@@ -617,7 +630,7 @@ class Server:
     log: Path | None
 
 
-def start_bot(children: Children, url: str, workdir: Path, backend: str) -> Server:
+def start_bot(children: Children, url: str, workdir: Path, backend: str, processes: int) -> Server:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("REC_")}
     env.update({
@@ -628,6 +641,7 @@ def start_bot(children: Children, url: str, workdir: Path, backend: str) -> Serv
         "REC_MATTERMOST__SLASH_TOKENS": TOKEN,
         "REC_MATTERMOST__URL": "",
         "REC_ADMINS": ADMIN[1],
+        "REC_SERVER__WORKERS": str(processes),
         "PYTHONUNBUFFERED": "1",
     })
     log = workdir / f"bot-{backend}.log"
@@ -637,10 +651,11 @@ def start_bot(children: Children, url: str, workdir: Path, backend: str) -> Serv
     return server
 
 
-def start_bare(children: Children, workdir: Path) -> Server:
+def start_bare(children: Children, workdir: Path, processes: int) -> Server:
     port = free_port()
     log = workdir / "bare.log"
-    proc = children.start([sys.executable, "-m", "bench.http_bench", "--bare-server", str(port)], log=log)
+    proc = children.start([sys.executable, "-m", "bench.http_bench", "--bare-server", str(port),
+                           "--workers", str(processes)], log=log)
     server = Server("bare aiohttp", f"http://127.0.0.1:{port}", proc, log)
     wait_healthy(server.base, proc, log)
     return server
@@ -742,6 +757,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--commands", type=_words, default=["find", "add"], help="find,add (also: find-admin)")
     parser.add_argument("--client", choices=["auto", "wrk", "python"], default="auto",
                         help="load generator: wrk when installed (auto), or the aiohttp fallback")
+    parser.add_argument("--workers", type=int, default=1, help="server processes of recbot (server.workers) and "
+                        "of the bare handler alike (default 1)")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1: it leaves the CPU to the "
                                                                "server on a small machine)")
     parser.add_argument("--profile", type=Path, metavar="DIR",
@@ -753,7 +770,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--load-client", metavar="JSON", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.bare_server:
-        return run_bare_server(args.bare_server)
+        return run_bare_server(args.bare_server, args.workers)
     if args.load_client:
         return run_load_client(args.load_client)
     unknown = set(args.backends) - {"sqlite", "mariadb"}
@@ -792,7 +809,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{','.join(args.backends)}, commands {','.join(args.commands)}, concurrency "
             f"{','.join(map(str, args.concurrency))}, {args.duration:g} s per load after {args.warmup:g} s warm-up")
         log(f"python {platform.python_version()}, {platform.machine()}, {ncpu} CPU core(s); load generator: "
-            f"{generator.describe()}")
+            f"{generator.describe()}; server processes (recbot and bare alike): {args.workers}")
         log(f"NOTE: this machine has {ncpu} core(s), shared by the load generator, the server under test "
             "and MariaDB; absolute figures are for this machine only, the ratio to the bare handler "
             "is the comparable one.")
@@ -814,7 +831,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The bare handler first: one figure per command and concurrency, shared by both backends.
         bare_loads: dict[tuple[str, int], Load] = {}
         log("\n== bare aiohttp handler (fixed reply, form parsed, no access log)")
-        bare = start_bare(children, workdir)
+        bare = start_bare(children, workdir, args.workers)
         for cmd in cmds:
             for conc in args.concurrency:
                 bare_cmd = Command(cmd.name, cmd.text, cmd.vary, BARE_REPLY["text"], cmd.who)
@@ -837,7 +854,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             search_backend = seed(url, args.records, args.owners, log)
             log(f"  seeded {args.records:,} records in {time.perf_counter() - t0:.1f} s; search backend: "
                 f"{search_backend}")
-            bot = start_bot(children, url, workdir, backend)
+            bot = start_bot(children, url, workdir, backend, args.workers)
             log(f"  recbot serving on {bot.base} (pid {bot.proc.pid}, log {bot.log})")
             for cmd in cmds:
                 status, body = send_once(bot.base, cmd)
@@ -893,7 +910,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log(f"!! {f}")
         log("\n== markdown\n")
         log(f"HTTP benchmark, {args.records:,} records, {args.duration:g} s per load, "
-            f"{generator.describe()}; {ncpu} CPU cores shared by load generator, server and database; "
+            f"{generator.describe()}; {args.workers} server process(es) for recbot and the bare handler alike; "
+            f"{ncpu} CPU cores shared by load generator, server and database; "
             f"code: {version}.\n")
         log(report.markdown())
         log("")

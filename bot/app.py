@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, web
 
-from bot import migrate
+from bot import migrate, workers
 from bot.alerts import Alerts
 from bot.commands import dispatcher as build_dispatcher
 from bot.config import Config
@@ -36,6 +36,7 @@ METRICS = web.AppKey("metrics", Metrics)
 POOL = web.AppKey("pool", ThreadPoolExecutor)
 STATE = web.AppKey("state", dict)
 SCHEDULER = web.AppKey("scheduler", AlertScheduler)
+WORKER = web.AppKey("worker", int)
 
 
 def _reply_json(reply: Reply) -> dict[str, Any]:
@@ -124,7 +125,7 @@ async def healthz(request: web.Request) -> web.Response:
         await asyncio.get_running_loop().run_in_executor(app[POOL], app[SERVICES].storage.ping)
     except Exception as exc:  # any failure of the database is "not healthy", with its reason
         return web.json_response({"status": "unhealthy", "database": str(exc).splitlines()[0]}, status=503)
-    return web.json_response({"status": "ok", "database": "ok"})
+    return web.json_response({"status": "ok", "database": "ok", "worker": app[WORKER]})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -152,6 +153,8 @@ async def _connect_mattermost(app: web.Application) -> None:
     if services.alerts is not None:
         services.alerts.gateway = gateway
         services.alerts.channel_id = me.alert_channel_id
+    if app[WORKER] != 0:
+        return  # registration and the direct-message listener are worker 0's, once per bot
     loop = asyncio.get_running_loop()
     if services.config.mattermost.register_command:
         try:
@@ -171,13 +174,15 @@ def pool_size(dialect: str) -> int:
     return 2 if dialect == "sqlite" else 8
 
 
-def build_app(services: Services, dispatcher: Dispatcher | None = None, *, workers: int | None = None
-              ) -> web.Application:
+def build_app(services: Services, dispatcher: Dispatcher | None = None, *, threads: int | None = None,
+              worker: int = 0) -> web.Application:
+    """The server of one process; `worker` is its index among server.workers (0 does the once-per-bot work)."""
     app = web.Application(client_max_size=1024 * 1024)
+    app[WORKER] = worker
     app[SERVICES] = services
     app[DISPATCHER] = dispatcher or build_dispatcher()
     app[METRICS] = Metrics()
-    app[POOL] = ThreadPoolExecutor(max_workers=workers or pool_size(services.storage.dialect),
+    app[POOL] = ThreadPoolExecutor(max_workers=threads or pool_size(services.storage.dialect),
                                    thread_name_prefix="recbot")
     app[STATE] = {}
     app.router.add_route("POST", "/mattermost/command", command)
@@ -186,7 +191,7 @@ def build_app(services: Services, dispatcher: Dispatcher | None = None, *, worke
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
 
-    if services.alerts is not None:
+    if services.alerts is not None and worker == 0:
         app[SCHEDULER] = AlertScheduler(services.alerts)
 
         async def start_alerts(app: web.Application) -> None:
@@ -224,19 +229,46 @@ def build_app(services: Services, dispatcher: Dispatcher | None = None, *, worke
 def run(config: Config) -> int:
     engine = make_engine(config.database.url)
     backend = migrate.upgrade(engine)
-    storage = Storage(engine)
     log.info("database ready (%s), search: %s", engine.url.render_as_string(hide_password=True), backend)
+    engine.dispose()  # each serving process opens its own connections, after the fork
     if not config.mattermost.slash_tokens and not config.mattermost.url:
         log.warning("no slash token is accepted yet: set mattermost.slash_tokens (REC_MATTERMOST__SLASH_TOKENS) "
                     "or mattermost.url for self-registration; meanwhile try: python -m bot shell --user NAME")
+    index, children = workers.fork(config.server.workers)
+    try:
+        return _serve(config, index, children)
+    finally:
+        workers.stop(children)
+
+
+def _serve(config: Config, index: int, children: list[int]) -> int:
+    storage = Storage(make_engine(config.database.url))
     gateway = Gateway(config) if config.mattermost.url else None
     alerts = Alerts(storage, config, gateway) if config.alerts.channel else None
-    app = build_app(Services(storage, config, gateway, alerts))
-    log.info("serving /mattermost/command, /healthz and /metrics on http://%s:%s", config.server.host,
-             config.server.port)
+    app = build_app(Services(storage, config, gateway, alerts), worker=index)
+    if children:
+        async def watch(app: web.Application) -> None:
+            while True:
+                await asyncio.sleep(2)
+                for pid, code in workers.exited(children):
+                    log.error("worker process %d exited with status %d; the other %d process(es) keep serving; "
+                              "restart recbot to bring it back", pid, code, len(children) + 1)
+
+        async def start_watch(app: web.Application) -> None:
+            app[STATE]["watch"] = asyncio.create_task(watch(app))
+
+        async def stop_watch(app: web.Application) -> None:
+            app[STATE]["watch"].cancel()
+
+        app.on_startup.append(start_watch)
+        app.on_cleanup.append(stop_watch)
+    if index == 0:
+        log.info("serving /mattermost/command, /healthz and /metrics on http://%s:%s with %d process(es)",
+                 config.server.host, config.server.port, config.server.workers)
     try:
         # No access log: a GET slash request carries its token in the query string.
-        web.run_app(app, host=config.server.host, port=config.server.port, print=None, access_log=None)
+        web.run_app(app, host=config.server.host, port=config.server.port, print=None, access_log=None,
+                    reuse_port=config.server.workers > 1)
     except OSError as exc:
         log.error("cannot listen on %s:%s (%s); free the port or set server.port", config.server.host,
                   config.server.port, exc.strerror or exc)

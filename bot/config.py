@@ -33,6 +33,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8070
     public_url: str = ""
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "a URL such as sqlite:///data/records.db or mysql+pymysql://user:pw@host:3306/records",
     ),
     "server.port": (lambda v: 1 <= v <= 65535, "a port number from 1 to 65535"),
+    "server.workers": (lambda v: 1 <= v <= 64, "a number of processes from 1 to 64, such as the CPU count"),
     "server.public_url": (lambda v: v == "" or v.startswith(("http://", "https://")),
                           "empty or an http(s):// URL"),
     "mattermost.url": (lambda v: v == "" or (v.startswith(("http://", "https://"))

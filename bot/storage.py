@@ -7,6 +7,7 @@ of the SQL: a record is returned only when the query itself proves the viewer ma
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import threading
 import time
@@ -17,6 +18,10 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+try:
+    import fcntl
+except ImportError:  # not on Windows: there, only the threads of one process queue
+    fcntl = None  # type: ignore[assignment]
 from sqlalchemy import (
     Connection,
     Engine,
@@ -192,6 +197,34 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_recycle=3600, pool_size=10, max_overflow=20)
 
 
+class _WriteTurn:
+    """SQLite writers wait here, woken as soon as the writer before them is done.
+
+    SQLite's busy handler sleeps with a growing back-off (1, 2, 5 ... 100 ms) instead of waking when
+    the write lock frees, which gave concurrent adds a tail of 100 ms and more. Threads of a process
+    queue on a lock; processes (server.workers) on an flock of a file beside the database.
+    """
+
+    def __init__(self, database: str | None) -> None:
+        self._threads = threading.RLock()
+        self._depth = 0
+        self._path = f"{database}.writer-lock" if fcntl and database and database != ":memory:" else None
+
+    @contextmanager
+    def __call__(self) -> Any:
+        with self._threads:
+            self._depth += 1
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600) if self._path and self._depth == 1 else None
+            try:
+                if fd is not None:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                if fd is not None:
+                    os.close(fd)  # closing the file releases its lock
+                self._depth -= 1
+
+
 def _user(row: Any) -> User:
     return User(row.id, row.mm_user_id, row.username, row.role, row.created_at, row.updated_at)
 
@@ -210,7 +243,7 @@ class Storage:
         self._writer = engine.execution_options(sqlite_immediate=True)
         self._backend: str | None = None
         self._settings_cache: tuple[float, dict[str, str]] | None = None
-        self._write_lock: Any = threading.RLock() if self.dialect == "sqlite" else contextlib.nullcontext()
+        self._write_turn: Any = _WriteTurn(engine.url.database) if self.dialect == "sqlite" else contextlib.nullcontext
         self._statements: dict[tuple, Any] = {}
 
     def _prepared(self, key: tuple, build: Callable[[], Any]) -> Any:
@@ -237,11 +270,9 @@ class Storage:
     def transaction(self) -> Any:
         """A write transaction (BEGIN IMMEDIATE on SQLite, so two writers never deadlock on upgrade).
 
-        On SQLite the threads of this process also queue on a lock first: SQLite's busy handler
-        sleeps with a growing back-off instead of waking when the write lock frees, which gave
-        concurrent adds a long tail.
+        On SQLite, writers first wait their turn in _WriteTurn rather than in SQLite's busy handler.
         """
-        with self._write_lock, self._writer.begin() as conn:
+        with self._write_turn(), self._writer.begin() as conn:
             yield conn
 
     @contextmanager

@@ -48,7 +48,7 @@ def test_a_numeric_looking_token_stays_text(tmp_path: Path) -> None:
     ("server:\n  port: eighty\n", {}, "server.port: 'eighty' is not allowed; use a whole number"),
     ("", {"REC_SERVER__PORT": "0"}, "server.port: 0 is not allowed"),
     ("registration: maybe\n", {}, "registration: 'maybe' is not allowed; use open or closed"),
-    ("server:\n  prot: 1\n", {}, "server.prot: unknown key; known keys here: host, port, public_url"),
+    ("server:\n  prot: 1\n", {}, "server.prot: unknown key; known keys here: host, port, public_url, workers"),
     ("records:\n  page_size: 0\n", {}, "records.page_size: 0 is not allowed"),
     ("alerts:\n  warn_percent: 95\n", {}, "alerts.warn_percent: 95.0 is not allowed; use a value below"),
     ("database:\n  url: postgres://x\n", {}, "database.url: 'postgres://x' is not allowed"),

@@ -320,3 +320,45 @@ def test_find_list_and_show_return_exactly_what_the_visibility_rule_allows(stora
             else:
                 with pytest.raises(NotFound):
                     storage.get_record(viewer, rid)
+
+
+def test_sqlite_writers_in_two_processes_take_turns_on_the_lock_file(tmp_path) -> None:
+    # With server.workers > 1, a writer in another process must be waited for in line (flock), not
+    # in SQLite's busy handler with its sleeping back-off.
+    import fcntl
+    import subprocess
+    import sys
+    import threading
+
+    from bot import migrate
+    from bot.storage import make_engine
+
+    url = f"sqlite:///{tmp_path / 'records.db'}"
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    storage = Storage(engine)
+    bob = make_user(storage, "bob")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom bot.storage import Storage, make_engine\n"
+         f"s = Storage(make_engine({url!r}))\n"
+         "with s.transaction():\n    print('holding', flush=True)\n    sys.stdin.readline()\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdin is not None
+        assert holder.stdout.readline().strip() == "holding"
+        with open(tmp_path / "records.db.writer-lock", "w") as probe, pytest.raises(BlockingIOError):
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        done: list[int] = []
+        writer = threading.Thread(target=lambda: done.append(storage.add_record(bob, "waited my turn")))
+        writer.start()
+        writer.join(0.5)
+        assert not done, "the second process wrote while the first held the turn"
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        writer.join(10)
+        assert len(done) == 1 and storage.get_record(bob, done[0]).body == "waited my turn"
+        assert holder.wait(10) == 0
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        engine.dispose()
