@@ -18,10 +18,6 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-try:
-    import fcntl
-except ImportError:  # not on Windows: there, only the threads of one process queue
-    fcntl = None  # type: ignore[assignment]
 from sqlalchemy import (
     Connection,
     Engine,
@@ -48,6 +44,11 @@ from bot import search
 from bot.errors import Conflict, Forbidden, NotFound, UserError
 from bot.tables import audit, content, grant, revision, setting, share, tag, user
 from bot.tables import file as file_table
+
+try:
+    import fcntl
+except ImportError:  # Windows has no flock: there only the threads of one process queue
+    fcntl = None  # type: ignore[assignment]
 
 ROLES = ("admin", "member", "disabled")
 MAX_BODY = 60_000
