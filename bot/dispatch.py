@@ -21,6 +21,9 @@ from bot.storage import User
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Context, str], Reply]
+# Seconds a caller's row read by this process may answer a member command (a role change made in
+# another server.workers process shows within this; one made here shows at once).
+IDENTITY_MAX_AGE = 2.0
 
 
 @dataclass(frozen=True)
@@ -85,13 +88,16 @@ class Dispatcher:
             return self.table.get(name), name if second else "admin", rest2
         return self.table.get(first), first, rest
 
-    def identify(self, services: Services, request: SlashRequest) -> User:
-        """The caller's row: registered on first use, username refreshed, config admins promoted."""
+    def identify(self, services: Services, request: SlashRequest, max_age: float = 0.0) -> User:
+        """The caller's row: registered on first use, username refreshed, config admins promoted.
+
+        max_age lets a row read that recently answer (see Storage.ensure_user).
+        """
         config = services.config
         storage = services.storage
         listed_admin = request.user_name.lower() in {a.lower().lstrip("@") for a in config.admins}
         role = "admin" if listed_admin else ("member" if config.registration == "open" else "disabled")
-        user, created = storage.ensure_user(request.user_id, request.user_name, role)
+        user, created = storage.ensure_user(request.user_id, request.user_name, role, max_age=max_age)
         if listed_admin and user.role == "member":
             user = storage.promote_listed_admin(user)
         if user.role == "disabled":
@@ -106,7 +112,8 @@ class Dispatcher:
         trigger = services.config.mattermost.trigger
         cmd, name, rest = self.route(request.text)
         try:
-            caller = self.identify(services, request)
+            # Admin commands, and any text that is not a command, read the caller's role afresh.
+            caller = self.identify(services, request, max_age=IDENTITY_MAX_AGE if cmd and not cmd.admin else 0.0)
             if cmd is None:
                 return Result(Reply(self._unknown(name, trigger)), name or "help", Outcome.USER_ERROR)
             if cmd.admin and not caller.is_admin:

@@ -58,6 +58,7 @@ PER_OWNER_MAX = 6
 # Statements are built once per shape (see Storage._prepared); a bound keeps odd requests (a find with
 # hundreds of words) from growing the table without end.
 MAX_SHAPES = 512
+MAX_KNOWN_USERS = 10_000
 TAG_RE = re.compile(r"(?<![\w#&/])#(\w[\w-]{0,62})")
 
 
@@ -246,6 +247,7 @@ class Storage:
         self._settings_cache: tuple[float, dict[str, str]] | None = None
         self._write_turn: Any = _WriteTurn(engine.url.database) if self.dialect == "sqlite" else contextlib.nullcontext
         self._statements: dict[tuple, Any] = {}
+        self._known_users: dict[str, tuple[float, User]] = {}  # mm_user_id -> (read at, row); see ensure_user
 
     def _prepared(self, key: tuple, build: Callable[[], Any]) -> Any:
         """The statement of this shape, built on first use; its values are bound at execution.
@@ -314,10 +316,27 @@ class Storage:
             ).all()
         return {row.username.lower(): _user(row) for row in rows}
 
-    def ensure_user(self, mm_user_id: str, username: str, role_if_new: str = "member") -> tuple[User, bool]:
-        """The user with this Mattermost id, created if new; the username is refreshed. Returns (user, created)."""
+    def ensure_user(self, mm_user_id: str, username: str, role_if_new: str = "member",
+                    max_age: float = 0.0) -> tuple[User, bool]:
+        """The user with this Mattermost id, created if new; the username is refreshed. Returns (user, created).
+
+        With max_age, a row this process read at most that many seconds ago may answer (a changed
+        username always reads again). A stale role cannot widen access: every statement that reads or
+        writes records, and every admin action, re-reads the role in SQL. This process's own role
+        changes drop the copies at once.
+        """
         if role_if_new not in ROLES:
             raise ValueError(f"role must be one of {ROLES}")
+        known = self._known_users.get(mm_user_id)
+        if max_age and known and time.monotonic() - known[0] < max_age and known[1].username == username:
+            return known[1], False
+        found, created = self._ensure_user(mm_user_id, username, role_if_new)
+        if len(self._known_users) >= MAX_KNOWN_USERS:
+            self._known_users.clear()
+        self._known_users[mm_user_id] = (time.monotonic(), found)
+        return found, created
+
+    def _ensure_user(self, mm_user_id: str, username: str, role_if_new: str) -> tuple[User, bool]:
         now = self.clock()
         existing = self.user_by_mm_id(mm_user_id)
         if existing:
@@ -352,6 +371,7 @@ class Storage:
                     raise Conflict("that is the last admin; make someone else admin first")
             conn.execute(update(user).where(user.c.id == target_id).values(role=role, updated_at=self.clock()))
             self._audit(conn, actor, "role", f"@{target.username}: {target.role} -> {role}")
+        self._known_users.clear()
         found = self.user_by_id(target_id)
         assert found is not None
         return found
@@ -363,6 +383,7 @@ class Storage:
                                    .values(role="admin", updated_at=self.clock())).rowcount
             if changed:
                 self._audit(conn, None, "role", f"@{target.username}: member -> admin (listed in config admins)")
+        self._known_users.clear()
         return self.user_by_id(target.id) or target
 
     def users_with_counts(self, actor: User) -> list[tuple[User, int]]:
@@ -652,15 +673,23 @@ class Storage:
         with self.connection() as conn:
             ids, resume = self._search(conn, viewer, flt, limit=max(limit, count_up_to) + 1, below=before)
             page = ids[:limit]
-            page_of = self._prepared(("page", viewer.role), lambda: self._record_select().where(
-                content.c.id.in_(bindparam("page", expanding=True)), self._visible(viewer.role))
-                .order_by(content.c.id.desc()))
+            page_of = self._prepared(("page", viewer.role), lambda: self._build_page(viewer.role))
             rows = conn.execute(page_of, {"page": page, "viewer_id": viewer.id}).all() if page else []
-            records = self._hydrate(conn, rows)
+            # Tags are \w[\w-]*, so the default "," of group_concat never occurs inside one.
+            records = [Record(r.id, r.owner_id, r.owner, r.body, tuple(sorted(r.tags.split(",") if r.tags else ())),
+                              r.created_at, r.updated_at) for r in rows]
         complete = resume is None and len(ids) <= max(limit, count_up_to)
         if len(ids) > limit and records:
             return Page(tuple(records), records[-1].id, matched=len(ids), matched_all=complete)
         return Page(tuple(records), resume, partial=resume is not None, matched=len(ids), matched_all=complete)
+
+    def _build_page(self, role: str) -> Any:
+        """The records of a page of ids, still only if visible, with their tags in the same statement:
+        on MariaDB every statement is a round trip."""
+        tags_of = select(func.group_concat(tag.c.tag)).where(tag.c.record_id == content.c.id).scalar_subquery()
+        return (self._record_select().add_columns(tags_of.label("tags"))
+                .where(content.c.id.in_(bindparam("page", expanding=True)), self._visible(role))
+                .order_by(content.c.id.desc()))
 
     def get_record(self, viewer: User, record_id: int) -> Record:
         """One visible record with its revision count; NotFound when missing or not visible."""

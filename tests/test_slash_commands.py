@@ -219,6 +219,29 @@ def test_members_are_refused_admin_commands_and_nothing_changes(mm: Mattermost, 
     assert counts(storage) == before
 
 
+def test_a_role_changed_by_another_process_never_widens_access_while_the_caller_is_remembered(
+        mm: Mattermost, storage: Storage) -> None:
+    # Another server.workers process (here: a direct UPDATE) changes roles while this process still
+    # remembers the callers for IDENTITY_MAX_AGE: the SQL and the admin gate must read them afresh.
+    from sqlalchemy import update
+
+    mm.text("eve", "help")
+    assert "now **admin**" in mm.text("ada", "admin role @eve admin")
+    bob_record = record_id(mm.text("bob", "add bob's note"))
+    assert "1 record" in mm.text("eve", "find bob's")
+    with storage.engine.begin() as conn:
+        conn.execute(update(user).where(user.c.username == "bob").values(role="disabled"))
+        conn.execute(update(user).where(user.c.username == "eve").values(role="member"))
+    assert "No matches" in mm.text("bob", "find bob's")
+    assert "disabled" in mm.text("bob", "add one more")
+    assert "does not exist or you cannot see it" in mm.text("bob", f"show {bob_record}")
+    assert "No matches" in mm.text("eve", "find bob's")  # a remembered admin sees only what a member may
+    before = counts(storage)
+    assert "is for recbot admins" in mm.text("eve", "admin settings")
+    assert "is for recbot admins" in mm.text("eve", "admin role @bob member")
+    assert counts(storage) == before
+
+
 def test_admin_settings_set_and_audit(mm: Mattermost, storage: Storage) -> None:
     mm.text("ada", "help")
     assert "| page_size | 10 | config |" in mm.text("ada", "admin settings")
