@@ -19,7 +19,7 @@ from bot.context import Reply, Services
 from bot.direct import DirectMessages
 from bot.dispatch import Dispatcher, Outcome, Result
 from bot.mattermost import Gateway, GatewayError
-from bot.metrics import Metrics
+from bot.metrics import REFUSED_COMMAND, Metrics
 from bot.scheduler import AlertScheduler
 from bot.slash import SlashRequest, command_response, token_ok
 from bot.storage import Storage, make_engine
@@ -61,10 +61,10 @@ async def command(request: web.Request) -> web.Response:
     slash = SlashRequest.from_fields(fields, request.headers.get("Authorization", ""))  # type: ignore[arg-type]
     # The token check comes before anything else looks at the request.
     if not token_ok(slash.token, await _accepted_tokens(app)):
-        app[METRICS].observe("-", Outcome.REFUSED, time.perf_counter() - started)
+        app[METRICS].observe(REFUSED_COMMAND, Outcome.REFUSED, time.perf_counter() - started)
         return web.json_response({"error": "this request's token is not one recbot accepts"}, status=401)
     if not slash.user_id or not slash.user_name:
-        app[METRICS].observe("-", Outcome.USER_ERROR, time.perf_counter() - started)
+        app[METRICS].observe(REFUSED_COMMAND, Outcome.USER_ERROR, time.perf_counter() - started)
         return web.json_response(command_response("The request has no user_id/user_name; "
                                                   "it must come from Mattermost's slash command."), status=400)
     loop = asyncio.get_running_loop()
@@ -174,14 +174,21 @@ def pool_size(dialect: str) -> int:
     return 2 if dialect == "sqlite" else 8
 
 
+def new_metrics(dispatcher: Dispatcher, processes: int = 1) -> Metrics:
+    return Metrics(list(dispatcher.table), [Outcome.OK, Outcome.USER_ERROR, Outcome.ERROR, Outcome.REFUSED],
+                   processes)
+
+
 def build_app(services: Services, dispatcher: Dispatcher | None = None, *, threads: int | None = None,
-              worker: int = 0) -> web.Application:
-    """The server of one process; `worker` is its index among server.workers (0 does the once-per-bot work)."""
+              worker: int = 0, counters: Metrics | None = None) -> web.Application:
+    """The server of one process; `worker` is its index among server.workers (0 does the once-per-bot work),
+    `counters` the metrics all the processes share."""
     app = web.Application(client_max_size=1024 * 1024)
     app[WORKER] = worker
     app[SERVICES] = services
     app[DISPATCHER] = dispatcher or build_dispatcher()
-    app[METRICS] = Metrics()
+    app[METRICS] = counters or new_metrics(app[DISPATCHER])
+    app[METRICS].use_row(worker)
     app[POOL] = ThreadPoolExecutor(max_workers=threads or pool_size(services.storage.dialect),
                                    thread_name_prefix="recbot")
     app[STATE] = {}
@@ -234,18 +241,20 @@ def run(config: Config) -> int:
     if not config.mattermost.slash_tokens and not config.mattermost.url:
         log.warning("no slash token is accepted yet: set mattermost.slash_tokens (REC_MATTERMOST__SLASH_TOKENS) "
                     "or mattermost.url for self-registration; meanwhile try: python -m bot shell --user NAME")
+    dispatcher = build_dispatcher()
+    counters = new_metrics(dispatcher, config.server.workers)  # before the fork, so every process shares it
     index, children = workers.fork(config.server.workers)
     try:
-        return _serve(config, index, children)
+        return _serve(config, index, children, dispatcher, counters)
     finally:
         workers.stop(children)
 
 
-def _serve(config: Config, index: int, children: list[int]) -> int:
+def _serve(config: Config, index: int, children: list[int], dispatcher: Dispatcher, counters: Metrics) -> int:
     storage = Storage(make_engine(config.database.url))
     gateway = Gateway(config) if config.mattermost.url else None
     alerts = Alerts(storage, config, gateway) if config.alerts.channel else None
-    app = build_app(Services(storage, config, gateway, alerts), worker=index)
+    app = build_app(Services(storage, config, gateway, alerts), dispatcher, worker=index, counters=counters)
     if children:
         async def watch(app: web.Application) -> None:
             while True:

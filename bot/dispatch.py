@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from bot import settings as runtime_settings
 from bot.context import Context, Reply, Services
 from bot.errors import Forbidden, UserError
+from bot.metrics import UNKNOWN_COMMAND
 from bot.parse import ParseError
 from bot.slash import SlashRequest
 from bot.storage import User
@@ -111,11 +112,13 @@ class Dispatcher:
         """Route and run one command; every failure becomes one clear reply (the one error hook)."""
         trigger = services.config.mattermost.trigger
         cmd, name, rest = self.route(request.text)
+        # The metrics label: a command of the table, never text of the caller's choosing.
+        label = cmd.name if cmd else UNKNOWN_COMMAND
         try:
             # Admin commands, and any text that is not a command, read the caller's role afresh.
             caller = self.identify(services, request, max_age=IDENTITY_MAX_AGE if cmd and not cmd.admin else 0.0)
             if cmd is None:
-                return Result(Reply(self._unknown(name, trigger)), name or "help", Outcome.USER_ERROR)
+                return Result(Reply(self._unknown(name, trigger)), label, Outcome.USER_ERROR)
             if cmd.admin and not caller.is_admin:
                 raise Forbidden(f"/{trigger} {cmd.name} is for recbot admins; ask one of them")
             ctx = Context(services, request, caller,
@@ -124,14 +127,14 @@ class Dispatcher:
             return Result(cmd.handler(ctx, rest), cmd.name, Outcome.OK)
         except ParseError as exc:
             usage = f"\nUsage: `{cmd.usage_line(trigger)}`" if cmd else ""
-            return Result(Reply(f"{exc}.{usage}"), name, Outcome.USER_ERROR)
+            return Result(Reply(f"{exc}.{usage}"), label, Outcome.USER_ERROR)
         except UserError as exc:
-            return Result(Reply(f"{exc}."), name, Outcome.USER_ERROR)
+            return Result(Reply(f"{exc}."), label, Outcome.USER_ERROR)
         except Exception:
             ref = uuid.uuid4().hex[:8]
             log.exception("command failed (ref %s): user=%s text=%r", ref, request.user_name, request.text[:200])
             return Result(Reply(f"Something broke on our side (ref {ref}); it was logged. "
-                                "Try again in a moment, or tell a recbot admin the ref."), name, Outcome.ERROR)
+                                "Try again in a moment, or tell a recbot admin the ref."), label, Outcome.ERROR)
 
     def _unknown(self, name: str, trigger: str) -> str:
         if not name:

@@ -1,41 +1,79 @@
-"""Prometheus text exposition: requests by command and outcome, and a latency histogram."""
+"""Prometheus text exposition: requests by command and outcome, and a latency histogram.
+
+The counters live in one block of memory shared by every serving process (server.workers), one row
+per process, so the /metrics of whichever process answers the scrape reports the whole bot.
+"""
 
 from __future__ import annotations
 
+import mmap
 import threading
-from collections import Counter
+from collections.abc import Sequence
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+REFUSED_COMMAND = "-"  # a request refused before it named a command (bad token, no user)
+UNKNOWN_COMMAND = "unknown"  # text that is no command: never a label of the user's choosing
 
 
 class Metrics:
-    def __init__(self) -> None:
+    """Create it before the serving processes fork, then tell each process its row with `use_row`."""
+
+    def __init__(self, commands: Sequence[str], outcomes: Sequence[str], processes: int = 1) -> None:
+        self.commands = (REFUSED_COMMAND, UNKNOWN_COMMAND, *sorted(set(commands) - {REFUSED_COMMAND,
+                                                                                      UNKNOWN_COMMAND}))
+        self.outcomes = tuple(outcomes)
+        self._series = {(c, o): i for i, (c, o) in enumerate((c, o) for c in self.commands for o in self.outcomes)}
+        # One row: a count per series, a count per bucket, the total count, the sum of seconds.
+        self._width = len(self._series) + len(BUCKETS) + 2
+        self._rows = processes
+        self._block = mmap.mmap(-1, 8 * self._width * processes)  # anonymous and shared: forks see it
+        self._ints = memoryview(self._block).cast("q")
+        self._floats = memoryview(self._block).cast("d")
+        self._row = 0
         self._lock = threading.Lock()
-        self.requests: Counter[tuple[str, str]] = Counter()
-        self.bucket_counts = [0] * len(BUCKETS)
-        self.count = 0
-        self.total = 0.0
+
+    def use_row(self, index: int) -> None:
+        if not 0 <= index < self._rows:
+            raise ValueError(f"row {index} of {self._rows}")
+        self._row = index
 
     def observe(self, command: str, outcome: str, seconds: float) -> None:
-        with self._lock:
-            self.requests[(command, outcome)] += 1
-            self.count += 1
-            self.total += seconds
+        series = self._series.get((command, outcome))
+        if series is None:
+            series = self._series[(UNKNOWN_COMMAND, outcome)]
+        base = self._row * self._width
+        buckets = base + len(self._series)
+        with self._lock:  # each process writes only its own row
+            self._ints[base + series] += 1
             for i, bound in enumerate(BUCKETS):
                 if seconds <= bound:
-                    self.bucket_counts[i] += 1
+                    self._ints[buckets + i] += 1
+            self._ints[buckets + len(BUCKETS)] += 1
+            self._floats[buckets + len(BUCKETS) + 1] += seconds
+
+    def _summed(self) -> list[float]:
+        totals = [0.0] * self._width
+        for row in range(self._rows):
+            base = row * self._width
+            for i in range(self._width - 1):
+                totals[i] += self._ints[base + i]
+            totals[-1] += self._floats[base + self._width - 1]
+        return totals
 
     def render(self) -> str:
-        with self._lock:
-            lines = ["# HELP recbot_commands_total Slash commands handled, by command and outcome.",
-                     "# TYPE recbot_commands_total counter"]
-            for (command, outcome), n in sorted(self.requests.items()):
-                lines.append(f'recbot_commands_total{{command="{command}",outcome="{outcome}"}} {n}')
-            lines += ["# HELP recbot_command_seconds Time to answer a slash command.",
-                      "# TYPE recbot_command_seconds histogram"]
-            for bound, n in zip(BUCKETS, self.bucket_counts, strict=True):
-                lines.append(f'recbot_command_seconds_bucket{{le="{bound}"}} {n}')
-            lines.append(f'recbot_command_seconds_bucket{{le="+Inf"}} {self.count}')
-            lines.append(f"recbot_command_seconds_sum {self.total:.6f}")
-            lines.append(f"recbot_command_seconds_count {self.count}")
+        totals = self._summed()
+        lines = ["# HELP recbot_commands_total Slash commands handled, by command and outcome.",
+                 "# TYPE recbot_commands_total counter"]
+        for (command, outcome), i in sorted(self._series.items()):
+            if totals[i]:
+                lines.append(f'recbot_commands_total{{command="{command}",outcome="{outcome}"}} {int(totals[i])}')
+        lines += ["# HELP recbot_command_seconds Time to answer a slash command.",
+                  "# TYPE recbot_command_seconds histogram"]
+        buckets = len(self._series)
+        for i, bound in enumerate(BUCKETS):
+            lines.append(f'recbot_command_seconds_bucket{{le="{bound}"}} {int(totals[buckets + i])}')
+        count = int(totals[buckets + len(BUCKETS)])
+        lines.append(f'recbot_command_seconds_bucket{{le="+Inf"}} {count}')
+        lines.append(f"recbot_command_seconds_sum {totals[-1]:.6f}")
+        lines.append(f"recbot_command_seconds_count {count}")
         return "\n".join(lines) + "\n"

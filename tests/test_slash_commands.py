@@ -299,9 +299,23 @@ def test_healthz_and_metrics(mm: Mattermost, server: BotServer) -> None:
     status, text = get(server.url + "/metrics")
     assert status == 200
     assert 'recbot_commands_total{command="add",outcome="ok"} 1' in text
-    assert 'recbot_commands_total{command="frob",outcome="user_error"} 1' in text
+    assert 'recbot_commands_total{command="unknown",outcome="user_error"} 1' in text
     assert 'recbot_commands_total{command="-",outcome="refused"} 1' in text
     assert re.search(r"recbot_command_seconds_count [1-9]", text)
+
+
+def test_metrics_labels_come_from_the_command_table_whatever_the_caller_types(mm: Mattermost,
+                                                                            server: BotServer) -> None:
+    for text in ('a"}', 'x"} 9\\n', "💥", "ADMIN frob", ""):
+        mm.text("bob", text)
+    mm.text("bob", "add ok")
+    status, text = get(server.url + "/metrics")
+    assert status == 200
+    sample = re.compile(r'^[a-z_]+(\{([a-z]+="[A-Za-z0-9_.+ -]*",?)*\})? [0-9.]+$')
+    bad = [line for line in text.splitlines() if not line.startswith("#") and not sample.match(line)]
+    assert bad == []
+    assert 'recbot_commands_total{command="unknown",outcome="user_error"} 5' in text
+    assert 'recbot_commands_total{command="add",outcome="ok"} 1' in text
 
 
 # ---- arbitrary input ---------------------------------------------------------------------------

@@ -123,6 +123,12 @@ def test_two_workers_answer_on_one_port_and_stop_together(migrated: str, tmp_pat
         assert len(ids) == 40
         assert count_records(migrated) == 40
         assert client.text("user0", "list").startswith("**14 records** · page 1 of 2")  # only their own
+        # Whichever worker answers the scrape reports the whole bot, not its own share.
+        for _ in range(10):
+            with urllib.request.urlopen(f"http://127.0.0.1:{bot.port}/metrics", timeout=5) as resp:
+                text = resp.read().decode()
+            assert 'recbot_commands_total{command="add",outcome="ok"} 40' in text, text
+            assert "recbot_command_seconds_count 41" in text
     finally:
         code = bot.stop()
     assert code == 0, bot.text()
