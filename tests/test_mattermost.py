@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -23,15 +22,10 @@ from bot.context import Services
 from bot.mattermost import Gateway
 from bot.storage import Filter, Storage
 from bot.tables import file as file_table
+from tests.botserver import free_port
 from tests.fakes.mattermost import FakeMattermost
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,17 +21,11 @@ from sqlalchemy import func, select
 from bot import migrate
 from bot.storage import make_engine
 from bot.tables import content
-from tests.botserver import Mattermost
+from tests.botserver import Mattermost, free_port
 from tests.fakes.mattermost import FakeMattermost
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "workertoken"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def health(port: int) -> dict | None:
