@@ -128,6 +128,7 @@ CREATE TABLE `T_ALERT_STATE` (
   `acknowledged` tinyint(1) NOT NULL,
   `snoozed_until` datetime(6) DEFAULT NULL,
   `updated_at` datetime(6) NOT NULL,
+  `episode` bigint(20) NOT NULL DEFAULT 0,
   PRIMARY KEY (`host`,`path`,`kind`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
@@ -160,8 +161,22 @@ CREATE TABLE `T_OUTBOX` (
   `sent_at` datetime(6) DEFAULT NULL,
   `post_id` varchar(64) DEFAULT NULL,
   `last_error` text DEFAULT NULL,
+  `episode` bigint(20) NOT NULL DEFAULT 0,
+  `post_key` varchar(32) DEFAULT NULL,
+  `file_id` varchar(64) DEFAULT NULL,
+  `set_aside_at` datetime(6) DEFAULT NULL,
   PRIMARY KEY (`id`),
   KEY `ix_outbox_pending` (`host`,`sent_at`,`id`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+CREATE TABLE `T_ALERT_HEALTH` (
+  `host` varchar(128) NOT NULL,
+  `last_check_at` datetime(6) NOT NULL,
+  `last_ok_at` datetime(6) DEFAULT NULL,
+  `last_error` text DEFAULT NULL,
+  `failures` int(11) NOT NULL,
+  `failing_posted` tinyint(1) NOT NULL,
+  PRIMARY KEY (`host`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
 CREATE TABLE `T_LEASE` (
@@ -172,4 +187,4 @@ CREATE TABLE `T_LEASE` (
   PRIMARY KEY (`name`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
-INSERT INTO alembic_version (version_num) VALUES ('0003');
+INSERT INTO alembic_version (version_num) VALUES ('0004');

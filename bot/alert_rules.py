@@ -28,6 +28,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
+from bot import settings
+
 Level = Literal["ok", "warning", "critical", "unreadable"]
 Kind = Literal["space", "inodes", "read"]
 Reason = Literal["change", "repeat", "resolved"]
@@ -72,26 +74,10 @@ class Thresholds:
     repeat_minutes: float = 240
 
     def validate(self) -> None:
-        """Raise ValueError naming the first bad field; return None when all are usable."""
-        for name in ("warn_percent", "critical_percent", "hysteresis_percent", "repeat_minutes"):
-            value = getattr(self, name)
-            if not _is_number(value):
-                raise ValueError(f"{name} must be a finite number, got {value!r}")
-        for name in ("warn_percent", "critical_percent"):
-            value = getattr(self, name)
-            if not 0 <= value <= 100:
-                raise ValueError(f"{name} must be between 0 and 100, got {value:g}")
-        if self.warn_percent >= self.critical_percent:
-            raise ValueError(
-                f"warn_percent must be below critical_percent, got {self.warn_percent:g} >= {self.critical_percent:g}"
-            )
-        if not 0 <= self.hysteresis_percent < self.warn_percent:
-            raise ValueError(
-                f"hysteresis_percent must be at least 0 and below warn_percent ({self.warn_percent:g}), "
-                f"got {self.hysteresis_percent:g}"
-            )
-        if self.repeat_minutes <= 0:
-            raise ValueError(f"repeat_minutes must be above 0, got {self.repeat_minutes:g}")
+        """Raise ValueError naming the first bad value; the rules are bot.settings', the same ones
+        config loading and `/rec admin set` apply, so a value they accepted never fails here."""
+        settings.check_values({f"alerts.{name}": getattr(self, name) for name in
+                               ("warn_percent", "critical_percent", "hysteresis_percent", "repeat_minutes")})
 
 
 @dataclass(frozen=True)
@@ -148,6 +134,7 @@ class PathState:
     last_post_at: datetime | None = None
     acknowledged: bool = False
     snoozed_until: datetime | None = None
+    episode: int = 0  # counts the posts that changed the level; a button names the episode it belongs to
 
     def __post_init__(self) -> None:
         # States come back from the database; a corrupt row should fail loudly, not alert oddly.
@@ -172,6 +159,7 @@ class AlertMessage:
     reason: str
     text: str
     forecast_hours: float | None = field(default=None)
+    episode: int = 0
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -216,7 +204,7 @@ def format_forecast(hours: float) -> str:
     return text
 
 
-def _plain(text: str) -> str:
+def plain(text: str) -> str:
     """Paths, host names and error strings come from outside; make them inert in a post.
 
     A fullwidth at sign reads the same to people but Mattermost never takes it for a mention.
@@ -255,12 +243,12 @@ def _alert_text(
     reason: str,
     forecast: float | None,
 ) -> str:
-    where = f"{_plain(host)}:{_plain(sample.path)}"
+    where = f"{plain(host)}:{plain(sample.path)}"
     if kind == "read":
         if reason == "resolved":
             text = f"RESOLVED {where} can be read again: {sample.used_percent:.1f}% used ({_space_figures(sample)})"
         else:
-            error = _plain(sample.error or "") or "unknown error"
+            error = plain(sample.error or "") or "unknown error"
             text = f"UNREADABLE cannot read {where}: {error}; its disk alerts are paused until it can be read again"
     else:
         what = _KIND_WORDS[kind]
@@ -373,9 +361,9 @@ def _repeat_due(state: PathState, now: datetime, thresholds: Thresholds) -> bool
     return now - state.last_post_at >= timedelta(minutes=thresholds.repeat_minutes)
 
 
-def _posted(level: str, now: datetime) -> PathState:
-    # A post at a new level starts afresh: acknowledgement and snooze were about the old one.
-    return PathState(level=level, posted_level=level, last_post_at=now)
+def _posted(previous: PathState, level: str, now: datetime) -> PathState:
+    # A post at a new level starts a new episode: acknowledgement and snooze were about the old one.
+    return PathState(level=level, posted_level=level, last_post_at=now, episode=previous.episode + 1)
 
 
 def _step(
@@ -387,14 +375,15 @@ def _step(
     """Apply one reading to one state: (new state, reason to post or None, previous level)."""
     if new_level != previous.level:
         if new_level != OK:
-            return _posted(new_level, now), "change", previous.level
+            return _posted(previous, new_level, now), "change", previous.level
         if previous.posted_level in PROBLEM_LEVELS:
-            return _posted(OK, now), "resolved", previous.level
+            return _posted(previous, OK, now), "resolved", previous.level
         # The problem came and went unposted: nobody was told, so there is nothing to resolve.
-        return PathState(posted_level=previous.posted_level, last_post_at=previous.last_post_at), None, OK
+        return PathState(posted_level=previous.posted_level, last_post_at=previous.last_post_at,
+                         episode=previous.episode), None, OK
     if new_level != OK and previous.posted_level != new_level:
         # A level in force that was never posted (e.g. a state written by hand) is still owed.
-        return _posted(new_level, now), "change", previous.posted_level or OK
+        return _posted(previous, new_level, now), "change", previous.posted_level or OK
     if _repeat_due(previous, now, thresholds):
         return replace(previous, last_post_at=now, snoozed_until=None), "repeat", previous.level
     return previous, None, previous.level
@@ -432,7 +421,7 @@ def evaluate(
         )
         new_states[read_key] = read_state
         if reason is not None:
-            messages.append(_message(host, sample, "read", read_state.level, previous, reason, None))
+            messages.append(_message(host, sample, "read", read_state, previous, reason, None))
         if not sample.readable:
             continue
 
@@ -454,7 +443,7 @@ def evaluate(
             state, reason, previous = _step(previous_state, new_level, now, thresholds)
             new_states[key] = state
             if reason is not None:
-                messages.append(_message(host, sample, kind, state.level, previous, reason, forecast))
+                messages.append(_message(host, sample, kind, state, previous, reason, forecast))
 
     return new_states, messages
 
@@ -463,7 +452,7 @@ def _message(
     host: str,
     sample: Sample,
     kind: str,
-    level: str,
+    state: PathState,
     previous_level: str,
     reason: str,
     forecast: float | None,
@@ -472,7 +461,7 @@ def _message(
         host=host,
         sample=sample,
         kind=kind,
-        level=level,
+        level=state.level,
         previous_level=previous_level,
         reason=reason,
         forecast=forecast,
@@ -480,9 +469,10 @@ def _message(
     return AlertMessage(
         path=sample.path,
         kind=kind,
-        level=level,
+        level=state.level,
         previous_level=previous_level,
         reason=reason,
         text=text,
         forecast_hours=forecast,
+        episode=state.episode,
     )

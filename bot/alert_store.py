@@ -7,16 +7,18 @@ it was sampling cannot post twice.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bot.alert_rules import AlertMessage, PathState, Sample
 from bot.storage import Storage
-from bot.tables import alert_state, lease, outbox, sample
+from bot.tables import alert_health, alert_state, lease, outbox, sample
 
 SAMPLE_KEEP = timedelta(hours=25)
 
@@ -29,9 +31,15 @@ def _aware(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment is not None else None
 
 
+def new_post_key() -> str:
+    """26 characters, like a Mattermost id: the post's `pending_post_id` and its `recbot_key` prop."""
+    return secrets.token_hex(13)
+
+
 @dataclass(frozen=True)
 class Outgoing:
-    """One queued alert post."""
+    """One queued alert post. `key` stays the same across every attempt, so an attempt whose outcome
+    was not seen can be recognised in the channel instead of being posted again."""
 
     id: int
     path: str
@@ -40,6 +48,33 @@ class Outgoing:
     message: str
     chart: bytes | None
     attempts: int
+    episode: int
+    key: str
+    file_id: str | None
+    created_at: datetime
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class Health:
+    """The last check of one host's alert loop."""
+
+    last_check_at: datetime
+    last_ok_at: datetime | None
+    last_error: str | None
+    failures: int  # failed checks in a row
+    failing_posted: bool  # the "alerts are failing" message went out for this run of failures
+
+
+def _state(r: Any) -> PathState:
+    return PathState(r.level, r.posted_level, _aware(r.last_post_at), bool(r.acknowledged),
+                     _aware(r.snoozed_until), int(r.episode))
+
+
+def _outgoing(r: Any) -> Outgoing:
+    # Rows queued before keys existed get one made of their id, the same on every attempt.
+    return Outgoing(r.id, r.path, r.kind, r.level, r.message, r.chart, r.attempts, int(r.episode),
+                    r.post_key or f"recbot-{r.id}", r.file_id, r.created_at.replace(tzinfo=UTC), r.last_error)
 
 
 class LeaseLost(Exception):
@@ -91,8 +126,7 @@ class AlertStore:
     def states(self) -> dict[tuple[str, str], PathState]:
         with self.storage.connection() as conn:
             rows = conn.execute(select(alert_state).where(alert_state.c.host == self.host)).all()
-        return {(r.path, r.kind): PathState(r.level, r.posted_level, _aware(r.last_post_at), bool(r.acknowledged),
-                                            _aware(r.snoozed_until)) for r in rows}
+        return {(r.path, r.kind): _state(r) for r in rows}
 
     def history(self, paths: Iterable[str], since: datetime) -> dict[str, list[tuple[datetime, float]]]:
         out: dict[str, list[tuple[datetime, float]]] = {p: [] for p in paths}
@@ -127,7 +161,7 @@ class AlertStore:
             for (path, kind), st in states.items():
                 values = {"level": st.level, "posted_level": st.posted_level, "last_post_at": _naive(st.last_post_at),
                           "acknowledged": st.acknowledged, "snoozed_until": _naive(st.snoozed_until),
-                          "updated_at": now_n}
+                          "episode": st.episode, "updated_at": now_n}
                 done = conn.execute(update(alert_state).where(
                     alert_state.c.host == self.host, alert_state.c.path == path, alert_state.c.kind == kind)
                     .values(**values))
@@ -136,7 +170,8 @@ class AlertStore:
             for message, chart in messages:
                 conn.execute(insert(outbox).values(
                     host=self.host, path=message.path, kind=message.kind, level=message.level, message=message.text,
-                    chart=chart, created_at=now_n, attempts=0, next_attempt_at=now_n))
+                    chart=chart, created_at=now_n, attempts=0, next_attempt_at=now_n, episode=message.episode,
+                    post_key=new_post_key()))
             conn.execute(delete(sample).where(sample.c.host == self.host, sample.c.at < _naive(now - SAMPLE_KEEP)))
 
     def update_state(self, path: str, kind: str, change: object, now: datetime) -> PathState | None:
@@ -147,8 +182,7 @@ class AlertStore:
                 .with_for_update()).first()
             if row is None:
                 return None
-            old = PathState(row.level, row.posted_level, _aware(row.last_post_at), bool(row.acknowledged),
-                            _aware(row.snoozed_until))
+            old = _state(row)
             new = change(old)  # type: ignore[operator]
             conn.execute(update(alert_state).where(
                 alert_state.c.host == self.host, alert_state.c.path == path, alert_state.c.kind == kind)
@@ -157,35 +191,106 @@ class AlertStore:
 
     # ---- the outbox ----------------------------------------------------------------------------
 
+    def _unsent(self) -> Any:
+        return (outbox.c.host == self.host) & outbox.c.sent_at.is_(None) & outbox.c.set_aside_at.is_(None)
+
     def next_due(self, now: datetime) -> Outgoing | None:
-        """The oldest unsent post, if it is due; posts go out strictly in order."""
+        """The oldest post neither sent nor set aside, if it is due: posts go out in order."""
         with self.storage.connection() as conn:
-            row = conn.execute(select(outbox).where(outbox.c.host == self.host, outbox.c.sent_at.is_(None))
-                               .order_by(outbox.c.id).limit(1)).first()
+            row = conn.execute(select(outbox).where(self._unsent()).order_by(outbox.c.id).limit(1)).first()
         if row is None or row.next_attempt_at > _naive(now):
             return None
-        return Outgoing(row.id, row.path, row.kind, row.level, row.message, row.chart, row.attempts)
+        return _outgoing(row)
+
+    def begin_attempt(self, item_id: int, holder: str, fencing: int, retry_at: datetime) -> bool:
+        """Count an attempt before it is made, while the lease is provably ours.
+
+        Should the process die during the attempt, the next one finds attempts > 0 and looks for the
+        post in the channel first. False when the item was sent or set aside meanwhile.
+        """
+        with self.storage.transaction() as conn:
+            held = conn.execute(select(lease.c.fencing).where(
+                lease.c.name == self.lease_name, lease.c.holder == holder, lease.c.fencing == fencing)
+                .with_for_update()).first()
+            if held is None:
+                raise LeaseLost(f"the alert lease for {self.host} moved to another process")
+            done = conn.execute(update(outbox).where(outbox.c.id == item_id, self._unsent())
+                                .values(attempts=outbox.c.attempts + 1, next_attempt_at=_naive(retry_at)))
+            return done.rowcount == 1
+
+    def remember_file(self, item_id: int, file_id: str) -> None:
+        """The chart uploaded for this post, so a retry attaches it instead of uploading it again."""
+        with self.storage.transaction() as conn:
+            conn.execute(update(outbox).where(outbox.c.id == item_id).values(file_id=file_id))
 
     def mark_sent(self, item_id: int, post_id: str, now: datetime) -> None:
         with self.storage.transaction() as conn:
             conn.execute(update(outbox).where(outbox.c.id == item_id)
-                         .values(sent_at=_naive(now), post_id=post_id, chart=None))
+                         .values(sent_at=_naive(now), post_id=post_id, chart=None, last_error=None))
 
     def mark_failed(self, item_id: int, error: str, retry_at: datetime) -> None:
         with self.storage.transaction() as conn:
             conn.execute(update(outbox).where(outbox.c.id == item_id)
-                         .values(attempts=outbox.c.attempts + 1, next_attempt_at=_naive(retry_at),
-                                 last_error=error[:2000]))
+                         .values(next_attempt_at=_naive(retry_at), last_error=error[:2000]))
 
-    def sent(self) -> list[tuple[str, str, str]]:
-        """(path, level, message) of every post that went out, in order (for tests and status)."""
+    def set_aside(self, item_id: int, error: str, now: datetime) -> None:
+        """Mattermost refused this post for good: keep it, with why, out of the way of later posts."""
+        with self.storage.transaction() as conn:
+            conn.execute(update(outbox).where(outbox.c.id == item_id)
+                         .values(set_aside_at=_naive(now), last_error=error[:2000]))
+
+    def set_aside_items(self) -> list[Outgoing]:
         with self.storage.connection() as conn:
-            rows = conn.execute(select(outbox.c.path, outbox.c.level, outbox.c.message)
-                                .where(and_(outbox.c.host == self.host, outbox.c.sent_at.is_not(None)))
-                                .order_by(outbox.c.id)).all()
-        return [(r.path, r.level, r.message) for r in rows]
+            rows = conn.execute(select(outbox).where(
+                outbox.c.host == self.host, outbox.c.sent_at.is_(None), outbox.c.set_aside_at.is_not(None))
+                .order_by(outbox.c.id)).all()
+        return [_outgoing(r) for r in rows]
+
+    def requeue_set_aside(self, now: datetime) -> int:
+        """Give every set-aside post another try (at start-up, and by `admin alerts retry`)."""
+        with self.storage.transaction() as conn:
+            done = conn.execute(update(outbox).where(
+                outbox.c.host == self.host, outbox.c.sent_at.is_(None), outbox.c.set_aside_at.is_not(None))
+                .values(set_aside_at=None, next_attempt_at=_naive(now)))
+            return done.rowcount
 
     def pending_count(self) -> int:
         with self.storage.connection() as conn:
-            return len(conn.execute(select(outbox.c.id).where(outbox.c.host == self.host,
-                                                              outbox.c.sent_at.is_(None))).all())
+            return int(conn.execute(select(func.count()).select_from(outbox).where(self._unsent())).scalar() or 0)
+
+    # ---- the loop's own health -----------------------------------------------------------------
+
+    def health(self) -> Health | None:
+        with self.storage.connection() as conn:
+            r = conn.execute(select(alert_health).where(alert_health.c.host == self.host)).first()
+        if r is None:
+            return None
+        return Health(_aware(r.last_check_at), _aware(r.last_ok_at), r.last_error,  # type: ignore[arg-type]
+                      r.failures, bool(r.failing_posted))
+
+    def save_health(self, health: Health) -> None:
+        with self.storage.transaction() as conn:
+            self._save_health(conn, health)
+
+    def record_ok(self, health: Health, notice: str | None) -> None:
+        """A good check; with `notice`, queue it ("alerts work again") in the same transaction, so it
+        is queued exactly once however often this is retried."""
+        with self.storage.transaction() as conn:
+            if notice is not None:
+                at = _naive(health.last_check_at)
+                conn.execute(insert(outbox).values(
+                    host=self.host, path="", kind="health", level="ok", message=notice, chart=None, created_at=at,
+                    attempts=0, next_attempt_at=at, episode=0, post_key=new_post_key()))
+            self._save_health(conn, health)
+
+    def _save_health(self, conn: Any, health: Health) -> None:
+        values = {"last_check_at": _naive(health.last_check_at), "last_ok_at": _naive(health.last_ok_at),
+                  "last_error": (health.last_error or "")[:2000] or None, "failures": health.failures,
+                  "failing_posted": health.failing_posted}
+        done = conn.execute(update(alert_health).where(alert_health.c.host == self.host).values(**values))
+        if done.rowcount == 0:
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(alert_health).values(host=self.host, **values))
+            except IntegrityError:
+                conn.execute(update(alert_health).where(alert_health.c.host == self.host).values(**values))

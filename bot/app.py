@@ -17,6 +17,7 @@ from bot.commands import dispatcher as build_dispatcher
 from bot.config import Config
 from bot.context import Reply, Services
 from bot.direct import DirectMessages
+from bot.disks import Sampler
 from bot.dispatch import Dispatcher, Outcome, Result
 from bot.mattermost import Gateway, GatewayError
 from bot.metrics import REFUSED_COMMAND, Metrics
@@ -110,22 +111,32 @@ async def action(request: web.Request) -> web.Response:
     try:
         body = await request.json()
         context = body.get("context") or {}
-        username = str(body.get("user_name") or body.get("user_id") or "someone")
-        if not isinstance(context, dict):
-            raise ValueError("context is not an object")
+        # Mattermost sets user_id from the clicker's session; user_name is only what the body says.
+        user_id = body.get("user_id")
+        if not isinstance(context, dict) or not isinstance(user_id, str) or not user_id:
+            raise ValueError("no context object or no user_id")
     except (ValueError, AttributeError):
         return web.json_response({"ephemeral_text": "The request is not a Mattermost button click."}, status=400)
-    status, text = await asyncio.get_running_loop().run_in_executor(request.app[POOL], alerts.act, context, username)
+    status, text = await asyncio.get_running_loop().run_in_executor(request.app[POOL], alerts.act, context, user_id)
     return web.json_response({"ephemeral_text": text}, status=status)
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """200 when the database answers and the alert loop (if any) checks; else 503 saying which."""
     app = request.app
+    loop = asyncio.get_running_loop()
     try:
-        await asyncio.get_running_loop().run_in_executor(app[POOL], app[SERVICES].storage.ping)
+        await loop.run_in_executor(app[POOL], app[SERVICES].storage.ping)
     except Exception as exc:  # any failure of the database is "not healthy", with its reason
         return web.json_response({"status": "unhealthy", "database": str(exc).splitlines()[0]}, status=503)
-    return web.json_response({"status": "ok", "database": "ok", "worker": app[WORKER]})
+    body: dict = {"status": "ok", "database": "ok", "worker": app[WORKER]}
+    alerts = app[SERVICES].alerts
+    if alerts is not None:
+        body["alerts"] = await loop.run_in_executor(app[POOL], alerts.health_report)
+        if body["alerts"]["status"] == "failing":
+            body["status"] = "unhealthy"
+            return web.json_response(body, status=503)
+    return web.json_response(body)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -253,8 +264,10 @@ def run(config: Config) -> int:
 def _serve(config: Config, index: int, children: list[int], dispatcher: Dispatcher, counters: Metrics) -> int:
     storage = Storage(make_engine(config.database.url))
     gateway = Gateway(config) if config.mattermost.url else None
-    alerts = Alerts(storage, config, gateway) if config.alerts.channel else None
-    app = build_app(Services(storage, config, gateway, alerts), dispatcher, worker=index, counters=counters)
+    sampler = Sampler()
+    alerts = Alerts(storage, config, gateway, sampler=sampler, metrics=counters) if config.alerts.channel else None
+    app = build_app(Services(storage, config, gateway, alerts, sampler=sampler), dispatcher, worker=index,
+                    counters=counters)
     if children:
         async def watch(app: web.Application) -> None:
             while True:

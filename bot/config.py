@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from bot import settings
+
 ENV_PREFIX = "REC_"
 DEFAULT_PATH = "config.yaml"
 
@@ -74,7 +76,8 @@ class Config:
     source: str = field(default="(defaults)", compare=False)
 
 
-# Per-key rules beyond the type: (check, what the key accepts).
+# Per-key rules beyond the type: (check, what the key accepts). The runtime settings (page size and
+# the alert numbers) are declared once, in bot.settings, and checked from there.
 _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "database.url": (
         lambda v: v.startswith(("sqlite://", "mysql+pymysql://", "mariadb+pymysql://")),
@@ -92,13 +95,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "a word without a leading slash or spaces, such as rec",
     ),
     "registration": (lambda v: v in ("open", "closed"), "open or closed"),
-    "records.page_size": (lambda v: 1 <= v <= 100, "a whole number from 1 to 100"),
-    "alerts.interval_seconds": (lambda v: 5 <= v <= 86400, "a whole number of seconds from 5 to 86400"),
     "alerts.paths": (lambda v: all(p.startswith("/") for p in v), "a list of absolute paths"),
-    "alerts.warn_percent": (lambda v: 0 < v < 100, "a percentage above 0 and below 100"),
-    "alerts.critical_percent": (lambda v: 0 < v <= 100, "a percentage above 0, at most 100"),
-    "alerts.hysteresis_percent": (lambda v: 0 <= v < 50, "a percentage from 0 to below 50"),
-    "alerts.repeat_minutes": (lambda v: v > 0, "a number of minutes above 0"),
 }
 
 
@@ -161,6 +158,12 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
         rule = _RULES.get(key)
         if rule and not rule[0](value):
             raise ConfigError(f"{key}: {value!r} is not allowed; use {rule[1]}")
+        spec = settings.BY_PATH.get(key)
+        if spec is not None:
+            try:
+                value = spec.check(value, key)
+            except settings.SettingError as exc:
+                raise ConfigError(str(exc)) from None
         values[name] = value
     return cls(**values)
 
@@ -220,11 +223,10 @@ def load_config(path: str | None = None, environ: Mapping[str, str] | None = Non
         raise ConfigError(f"config file {chosen} does not exist; pass an existing --config or unset REC_CONFIG")
     data = _merge(data, _env_overrides(environ))
     config = _build(Config, data, "")
-    if config.alerts.warn_percent >= config.alerts.critical_percent:
-        raise ConfigError(
-            f"alerts.warn_percent: {config.alerts.warn_percent} is not allowed; "
-            f"use a value below alerts.critical_percent ({config.alerts.critical_percent})"
-        )
+    try:
+        settings.check_values(settings.defaults(config))
+    except settings.SettingError as exc:
+        raise ConfigError(str(exc)) from None
     if config.mattermost.url and not config.mattermost.bot_token:
         raise ConfigError(
             "mattermost.bot_token: empty while mattermost.url is set; "

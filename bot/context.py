@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.config import Config
+from bot.disks import Sampler
 from bot.errors import NotFound
 from bot.slash import SlashRequest
 from bot.storage import Storage, User, utcnow
@@ -31,6 +32,7 @@ class Services:
     gateway: Any = None  # the Mattermost gateway, when one is configured
     alerts: Any = None  # the disk alerts, when alerts.channel is configured
     clock: Callable[[], datetime] = utcnow
+    sampler: Sampler = field(default_factory=Sampler)  # reads watched disks with a timeout
 
 
 @dataclass

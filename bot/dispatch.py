@@ -122,7 +122,7 @@ class Dispatcher:
             if cmd.admin and not caller.is_admin:
                 raise Forbidden(f"/{trigger} {cmd.name} is for recbot admins; ask one of them")
             ctx = Context(services, request, caller,
-                          runtime_settings.effective(services.config, services.storage.settings(max_age=2.0)),
+                          runtime_settings.effective(services.config, services.storage.settings(max_age=2.0)).values,
                           tuple(self.table.values()))
             return Result(cmd.handler(ctx, rest), cmd.name, Outcome.OK)
         except ParseError as exc:

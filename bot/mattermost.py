@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,6 +33,15 @@ USER_CACHE_SECONDS = 300.0
 CALL_TIMEOUT = 20.0
 COMMAND_DESCRIPTION = "Record, find and share operation records"
 COMMAND_HINT = "add <text> | find <words> | list | show <id> | share <id> @user | help"
+
+
+KEY_PROP = "recbot_key"  # the post prop that carries an alert's delivery key
+
+
+def permanent(exc: BaseException) -> bool:
+    """Mattermost refused for good (a 4xx other than 408 and 429): sending it again changes nothing."""
+    status = getattr(exc, "status_code", None)
+    return isinstance(status, int) and 400 <= status < 500 and status not in (408, 429)
 
 
 class GatewayError(UserError):
@@ -223,6 +233,22 @@ class Gateway:
                    file_ids: list[str] | None = None, root_id: str | None = None) -> dict:
         return await self.driver.posts.create_post(channel_id=channel_id, message=message, props=props,
                                                    file_ids=file_ids, root_id=root_id)
+
+    async def post_once(self, channel_id: str, message: str, *, key: str, props: dict | None = None,
+                        file_ids: list[str] | None = None) -> dict:
+        """A post that repeating `key` does not make twice: Mattermost answers a repeated pending_post_id
+        with the post it already made (for 30 s), and `find_post` recognises the key after that."""
+        return await self.driver.client.post("/api/v4/posts", options={
+            "channel_id": channel_id, "message": message, "props": {**(props or {}), KEY_PROP: key},
+            "file_ids": file_ids or [], "pending_post_id": key})
+
+    async def find_post(self, channel_id: str, key: str, since: datetime) -> dict | None:
+        """The bot's post carrying `key`, among the channel's posts changed since `since`."""
+        found = await self.driver.posts.get_posts_for_channel(channel_id, since=max(1, int(since.timestamp() * 1000)))
+        for post in (found or {}).get("posts", {}).values():
+            if (post.get("props") or {}).get(KEY_PROP) == key and post.get("user_id") == self.me.user_id:
+                return post
+        return None
 
     async def post_direct(self, user_id: str, message: str) -> dict:
         return await self.post(await self.direct_channel(user_id), message)

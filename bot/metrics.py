@@ -13,6 +13,13 @@ from collections.abc import Sequence
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 REFUSED_COMMAND = "-"  # a request refused before it named a command (bad token, no user)
 UNKNOWN_COMMAND = "unknown"  # text that is no command: never a label of the user's choosing
+# Counters of the alert loop: name -> help text.
+EVENTS = {
+    "alert_checks_failed": "Disk checks that failed (the alert loop could not sample, evaluate or store).",
+    "alert_posts_sent": "Alert posts Mattermost accepted.",
+    "alert_posts_failed": "Alert post attempts that failed and will be tried again.",
+    "alert_posts_set_aside": "Alert posts Mattermost refused for good, set aside until retried.",
+}
 
 
 class Metrics:
@@ -23,8 +30,11 @@ class Metrics:
                                                                                       UNKNOWN_COMMAND}))
         self.outcomes = tuple(outcomes)
         self._series = {(c, o): i for i, (c, o) in enumerate((c, o) for c in self.commands for o in self.outcomes)}
-        # One row: a count per series, a count per bucket, the total count, the sum of seconds.
-        self._width = len(self._series) + len(BUCKETS) + 2
+        # One row: a count per series, a count per event, a count per bucket, the total count, the sum
+        # of seconds.
+        self._events = {name: len(self._series) + i for i, name in enumerate(EVENTS)}
+        self._buckets = len(self._series) + len(EVENTS)
+        self._width = self._buckets + len(BUCKETS) + 2
         self._rows = processes
         self._block = mmap.mmap(-1, 8 * self._width * processes)  # anonymous and shared: forks see it
         self._ints = memoryview(self._block).cast("q")
@@ -42,7 +52,7 @@ class Metrics:
         if series is None:
             series = self._series[(UNKNOWN_COMMAND, outcome)]
         base = self._row * self._width
-        buckets = base + len(self._series)
+        buckets = base + self._buckets
         with self._lock:  # each process writes only its own row
             self._ints[base + series] += 1
             for i, bound in enumerate(BUCKETS):
@@ -50,6 +60,11 @@ class Metrics:
                     self._ints[buckets + i] += 1
             self._ints[buckets + len(BUCKETS)] += 1
             self._floats[buckets + len(BUCKETS) + 1] += seconds
+
+    def count(self, event: str) -> None:
+        """One more of an EVENTS counter."""
+        with self._lock:
+            self._ints[self._row * self._width + self._events[event]] += 1
 
     def _summed(self) -> list[float]:
         totals = [0.0] * self._width
@@ -69,11 +84,14 @@ class Metrics:
                 lines.append(f'recbot_commands_total{{command="{command}",outcome="{outcome}"}} {int(totals[i])}')
         lines += ["# HELP recbot_command_seconds Time to answer a slash command.",
                   "# TYPE recbot_command_seconds histogram"]
-        buckets = len(self._series)
+        buckets = self._buckets
         for i, bound in enumerate(BUCKETS):
             lines.append(f'recbot_command_seconds_bucket{{le="{bound}"}} {int(totals[buckets + i])}')
         count = int(totals[buckets + len(BUCKETS)])
         lines.append(f'recbot_command_seconds_bucket{{le="+Inf"}} {count}')
         lines.append(f"recbot_command_seconds_sum {totals[-1]:.6f}")
         lines.append(f"recbot_command_seconds_count {count}")
+        for name, text in EVENTS.items():
+            lines += [f"# HELP recbot_{name}_total {text}", f"# TYPE recbot_{name}_total counter",
+                      f"recbot_{name}_total {int(totals[self._events[name]])}"]
         return "\n".join(lines) + "\n"

@@ -11,6 +11,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from bot.alerts import Alerts
 
 log = logging.getLogger(__name__)
+# Two INFO lines per job run say nothing an operator needs; the bot logs each alert and each failure.
+logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 OUTBOX_SECONDS = 5
 
@@ -22,7 +24,15 @@ class AlertScheduler:
         self.interval = 0.0
 
     async def start(self) -> None:
-        values = await asyncio.get_running_loop().run_in_executor(None, self.alerts.current)
+        loop = asyncio.get_running_loop()
+        try:
+            # A restart is a moment the cause of a refusal may have gone (the bot re-added to the channel).
+            again = await loop.run_in_executor(None, self.alerts.retry_set_aside)
+            if again:
+                log.info("alerts: %d set-aside post(s) will be tried again", again)
+        except Exception as exc:
+            log.warning("alerts: could not re-queue set-aside posts: %s", exc)
+        values = await loop.run_in_executor(None, self.alerts.current)
         self.interval = values["alerts.interval_seconds"]
         # One run at a time; a run missed while the loop was busy is run once, late, not many times.
         common = {"coalesce": True, "max_instances": 1}

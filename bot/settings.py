@@ -1,66 +1,167 @@
-"""Runtime settings kept in T_SETTING: a stored value overrides config and environment (the defaults)."""
+"""The one declaration of every runtime setting: its type, its range, and the rules between keys.
+
+Config loading, `check`, `/rec admin set`, `/rec admin settings` and the alert rules all read this
+module, so a value one of them accepts is a value every other one can use. Stored values (T_SETTING)
+override the config's, and are judged as one set together with it: never one key at a time.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from bot.config import Config
+if TYPE_CHECKING:
+    from bot.config import Config
+
+
+class SettingError(ValueError):
+    """A value or a combination the bot cannot use; the message names the key and what it accepts."""
 
 
 @dataclass(frozen=True)
-class Spec:
-    kind: type
-    check: Callable[[float], bool]
+class Setting:
+    key: str  # the name `/rec admin set` takes
+    path: str  # the dotted config key
+    kind: type  # int or float
+    low: float
+    high: float
+    low_open: bool  # the low end itself is not allowed
     accepts: str
 
+    def check(self, value: float, name: str = "") -> float:
+        """The value itself when it is finite and in range; else SettingError naming the key
+        (`name`, the dotted config key, where the value came from the config)."""
+        name = name or self.key
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise SettingError(f"{name}: {value!r} is not allowed; use {self.accepts}")
+        if self.kind is int and value != int(value):
+            raise SettingError(f"{name}: {value:g} is not allowed; use {self.accepts}")
+        below = value <= self.low if self.low_open else value < self.low
+        if below or value > self.high:
+            raise SettingError(f"{name}: {value:g} is not allowed; use {self.accepts}")
+        return self.kind(value)
 
-SPECS: dict[str, Spec] = {
-    "page_size": Spec(int, lambda v: 1 <= v <= 100, "a whole number from 1 to 100"),
-    "alerts.interval_seconds": Spec(int, lambda v: 5 <= v <= 86400, "a whole number of seconds from 5 to 86400"),
-    "alerts.warn_percent": Spec(float, lambda v: 0 < v < 100, "a percentage above 0 and below 100"),
-    "alerts.critical_percent": Spec(float, lambda v: 0 < v <= 100, "a percentage above 0, at most 100"),
-    "alerts.hysteresis_percent": Spec(float, lambda v: 0 <= v < 50, "a percentage from 0 to below 50"),
-    "alerts.repeat_minutes": Spec(float, lambda v: v > 0, "a number of minutes above 0"),
-}
+    def parse(self, raw: str) -> float:
+        """A typed value read from text (admin set, a stored row)."""
+        try:
+            value: float = int(raw, 10) if self.kind is int else float(raw)
+        except (TypeError, ValueError):
+            raise SettingError(f"{self.key}: '{raw}' is not allowed; use {self.accepts}") from None
+        return self.check(value)
+
+
+SCHEMA: tuple[Setting, ...] = (
+    Setting("page_size", "records.page_size", int, 1, 100, False, "a whole number from 1 to 100"),
+    Setting("alerts.interval_seconds", "alerts.interval_seconds", int, 5, 86400, False,
+            "a whole number of seconds from 5 to 86400"),
+    Setting("alerts.warn_percent", "alerts.warn_percent", float, 0, 99.9, True,
+            "a percentage above 0 and at most 99.9"),
+    Setting("alerts.critical_percent", "alerts.critical_percent", float, 0, 100, True,
+            "a percentage above 0, at most 100"),
+    Setting("alerts.hysteresis_percent", "alerts.hysteresis_percent", float, 0, 49.9, False,
+            "a percentage from 0 to 49.9"),
+    Setting("alerts.repeat_minutes", "alerts.repeat_minutes", float, 1, 525600, False,
+            "a number of minutes from 1 to 525600 (a year)"),
+)
+BY_KEY: dict[str, Setting] = {s.key: s for s in SCHEMA}
+BY_PATH: dict[str, Setting] = {s.path: s for s in SCHEMA}
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A rule between keys; checked only when every key it names is in the set being judged."""
+
+    keys: tuple[str, ...]
+    holds: Callable[[Mapping[str, float]], bool]
+    says: Callable[[Mapping[str, float]], str]
+
+
+RELATIONS: tuple[Relation, ...] = (
+    Relation(("alerts.warn_percent", "alerts.critical_percent"),
+             lambda v: v["alerts.warn_percent"] < v["alerts.critical_percent"],
+             lambda v: (f"alerts.warn_percent ({v['alerts.warn_percent']:g}) must stay below "
+                        f"alerts.critical_percent ({v['alerts.critical_percent']:g})")),
+    # A level clears only hysteresis below its threshold: at or above warn, a warning could never clear.
+    Relation(("alerts.hysteresis_percent", "alerts.warn_percent"),
+             lambda v: v["alerts.hysteresis_percent"] < v["alerts.warn_percent"],
+             lambda v: (f"alerts.hysteresis_percent ({v['alerts.hysteresis_percent']:g}) must stay below "
+                        f"alerts.warn_percent ({v['alerts.warn_percent']:g}), or a warning could never clear")),
+)
+
+
+def broken_relations(values: Mapping[str, float]) -> list[Relation]:
+    return [r for r in RELATIONS if all(k in values for k in r.keys) and not r.holds(values)]
+
+
+def check_values(values: Mapping[str, float]) -> None:
+    """Every key in range and every rule between the keys present; else SettingError for the first."""
+    for key, value in values.items():
+        BY_KEY[key].check(value)
+    broken = broken_relations(values)
+    if broken:
+        key = broken[0].keys[0]
+        raise SettingError(f"{key}: {values[key]:g} is not allowed; {broken[0].says(values)}")
 
 
 def defaults(config: Config) -> dict[str, float]:
-    a = config.alerts
-    return {"page_size": config.records.page_size, "alerts.interval_seconds": a.interval_seconds,
-            "alerts.warn_percent": a.warn_percent, "alerts.critical_percent": a.critical_percent,
-            "alerts.hysteresis_percent": a.hysteresis_percent, "alerts.repeat_minutes": a.repeat_minutes}
+    """The config's value of every setting (already checked as a set when the config was loaded)."""
+    out: dict[str, float] = {}
+    for s in SCHEMA:
+        section, name = s.path.split(".")
+        out[s.key] = getattr(getattr(config, section), name)
+    return out
 
 
-def effective(config: Config, stored: dict[str, str]) -> dict[str, float]:
-    """Config defaults with stored values on top; a stored value that no longer parses is ignored."""
+@dataclass(frozen=True)
+class Effective:
+    values: dict[str, float]
+    stored: frozenset[str]  # the keys whose value in use comes from the database
+    problems: dict[str, str]  # stored values that are not used: key -> why
+
+    def problem_lines(self) -> list[str]:
+        return [f"the stored {key} is not used ({why}); the config's {self.values[key]:g} is"
+                for key, why in sorted(self.problems.items())]
+
+
+def effective(config: Config, stored: Mapping[str, str]) -> Effective:
+    """Config values with the stored ones on top, judged as one set.
+
+    A stored value that no longer parses, or that breaks a rule together with the rest (the config
+    changed under it), is not used, and `problems` says so; the order rows come back in never matters.
+    """
     values = defaults(config)
-    for key, raw in stored.items():
-        if key in SPECS:
+    problems: dict[str, str] = {}
+    used: dict[str, float] = {}
+    for s in SCHEMA:
+        if s.key in stored:
             try:
-                values[key] = parse(key, raw, values)
-            except ValueError:
-                continue
-    return values
+                used[s.key] = s.parse(stored[s.key])
+            except SettingError as exc:
+                problems[s.key] = str(exc)
+    merged = {**values, **used}
+    for relation in broken_relations(merged):
+        # Drop this rule's stored keys: the config's own values satisfy every rule.
+        for key in relation.keys:
+            if key in used:
+                problems[key] = relation.says(merged)
+                del used[key]
+        merged = {**values, **used}
+    return Effective(merged, frozenset(used), problems)
 
 
-def parse(key: str, raw: str, current: dict[str, float]) -> float:
-    """The value for `key`, or ValueError with one sentence naming what is allowed."""
-    spec = SPECS.get(key)
+def change(config: Config, stored: Mapping[str, str], key: str, raw: str) -> str:
+    """The text `admin set key raw` stores, or SettingError with one sentence.
+
+    The new value is judged with every value that will be in use beside it, so what the reply
+    reports is what the bot then uses. Call it with the stored rows read in the writing transaction.
+    """
+    spec = BY_KEY.get(key)
     if spec is None:
-        raise ValueError(f"'{key}' is not a setting; use one of: {', '.join(SPECS)}")
-    try:
-        value = spec.kind(raw)
-    except ValueError:
-        raise ValueError(f"{key}: '{raw}' is not allowed; use {spec.accepts}") from None
-    if not spec.check(value):
-        raise ValueError(f"{key}: '{raw}' is not allowed; use {spec.accepts}")
-    merged = {**current, key: value}
-    if merged["alerts.warn_percent"] >= merged["alerts.critical_percent"]:
-        raise ValueError(f"{key}: '{raw}' is not allowed; alerts.warn_percent must stay below "
-                         f"alerts.critical_percent ({merged['alerts.warn_percent']:g} vs "
-                         f"{merged['alerts.critical_percent']:g})")
-    if merged["alerts.hysteresis_percent"] >= merged["alerts.warn_percent"]:
-        raise ValueError(f"{key}: '{raw}' is not allowed; alerts.hysteresis_percent must stay below "
-                         "alerts.warn_percent")
-    return value
+        raise SettingError(f"'{key}' is not a setting; use one of: {', '.join(BY_KEY)}")
+    text = repr(spec.parse(raw))
+    after = effective(config, {**stored, key: text})
+    if key not in after.stored:
+        raise SettingError(f"{key}: '{raw}' is not allowed; {after.problems[key]}")
+    return text

@@ -862,11 +862,16 @@ class Storage:
         self._settings_cache = (time.monotonic(), values)
         return dict(values)
 
-    def set_setting(self, actor: User, name: str, value: str) -> None:
+    def set_setting(self, actor: User, name: str, value: str | Callable[[dict[str, str]], str]) -> str:
+        """Store a setting as `actor`; `value` may be a function of every stored row, read under a lock
+        in this transaction, that returns the text to store or raises to store nothing."""
         now = self.clock()
         with self.transaction() as conn:
             self._require_admin(conn, actor)
-            old = conn.execute(select(setting.c.value).where(setting.c.name == name)).scalar()
+            rows = {r.name: r.value for r in conn.execute(select(setting.c.name, setting.c.value).with_for_update())}
+            if callable(value):
+                value = value(rows)
+            old = rows.get(name)
             if old is None:
                 conn.execute(insert(setting).values(name=name, value=value, updated_by=actor.id, updated_at=now))
             else:
@@ -874,6 +879,7 @@ class Storage:
                              .values(value=value, updated_by=actor.id, updated_at=now))
             self._audit(conn, actor, "set", f"{name}: {old if old is not None else '(default)'} -> {value}")
         self._settings_cache = None
+        return value
 
     def store_internal(self, name: str, value: str) -> None:
         """A value the bot itself keeps (the registered command's token), with no actor and no audit."""
@@ -884,10 +890,11 @@ class Storage:
                 conn.execute(insert(setting).values(name=name, value=value, updated_by=None, updated_at=now))
         self._settings_cache = None
 
-    def audit_system(self, action: str, detail: str) -> None:
-        """An audit entry for something done outside a command (an alert button, start-up)."""
+    def audit_system(self, action: str, detail: str, actor: User | None = None) -> None:
+        """An audit entry for something done outside a command (an alert button, start-up); `actor`
+        when the one who did it is a known user."""
         with self.transaction() as conn:
-            self._audit(conn, None, action, detail)
+            self._audit(conn, actor, action, detail)
 
     def _audit(self, conn: Connection, actor: User | None, action: str, detail: str) -> None:
         conn.execute(insert(audit).values(actor_id=actor.id if actor else None, action=action,

@@ -145,6 +145,7 @@ alert_state = Table(
     Column("acknowledged", Boolean, nullable=False),
     Column("snoozed_until", Time, nullable=True),
     Column("updated_at", Time, nullable=False),
+    Column("episode", BigInteger, nullable=False, server_default="0"),
     **_mysql,
 )
 
@@ -179,7 +180,22 @@ outbox = Table(
     Column("sent_at", Time, nullable=True),
     Column("post_id", String(64), nullable=True),
     Column("last_error", Text, nullable=True),
+    Column("episode", BigInteger, nullable=False, server_default="0"),
+    Column("post_key", String(32), nullable=True),
+    Column("file_id", String(64), nullable=True),
+    Column("set_aside_at", Time, nullable=True),
     Index("ix_outbox_pending", "host", "sent_at", "id"),
+    **_mysql,
+)
+
+alert_health = Table(
+    "T_ALERT_HEALTH", metadata,
+    Column("host", String(128), primary_key=True),
+    Column("last_check_at", Time, nullable=False),
+    Column("last_ok_at", Time, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("failures", Integer, nullable=False),
+    Column("failing_posted", Boolean, nullable=False),
     **_mysql,
 )
 

@@ -87,7 +87,7 @@ def storage(db_url: str) -> Iterator[Storage]:
 
 def wipe(storage: Storage) -> None:
     """Empty every table (for property tests that need a clean slate per example)."""
-    tables = ["T_LEASE", "T_OUTBOX", "T_SAMPLE", "T_ALERT_STATE", "T_FILE", "T_AUDIT", "T_SETTING", "T_REVISION",
+    tables = ["T_ALERT_HEALTH", "T_LEASE", "T_OUTBOX", "T_SAMPLE", "T_ALERT_STATE", "T_FILE", "T_AUDIT", "T_SETTING", "T_REVISION",
               "T_SHARE", "T_GRANT", "T_TAG", "T_CONTENT", "T_USER"]
     with storage.engine.begin() as conn:
         for name in tables:

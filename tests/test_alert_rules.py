@@ -95,6 +95,9 @@ def test_default_thresholds_are_valid() -> None:
         (Thresholds(repeat_minutes=0), "repeat_minutes"),
         (Thresholds(repeat_minutes=-10), "repeat_minutes"),
         (Thresholds(repeat_minutes=True), "repeat_minutes"),
+        (Thresholds(repeat_minutes=float("inf")), "repeat_minutes"),
+        (Thresholds(repeat_minutes=1e300), "repeat_minutes"),
+        (Thresholds(warn_percent=1, hysteresis_percent=2), "hysteresis_percent"),
     ],
 )
 def test_invalid_thresholds_raise_naming_the_field(thresholds: Thresholds, field: str) -> None:
@@ -237,10 +240,10 @@ def test_ok_paths_never_repeat() -> None:
 
 
 def test_repeat_interval_follows_the_thresholds() -> None:
-    run = Run(Thresholds(repeat_minutes=0.5))
+    run = Run(Thresholds(repeat_minutes=1.5))
     run.space(85, T0)
-    assert run.space(85, T0 + timedelta(seconds=29)) == []
-    assert [m.reason for m in run.space(85, T0 + timedelta(seconds=30))] == ["repeat"]
+    assert run.space(85, T0 + timedelta(seconds=89)) == []
+    assert [m.reason for m in run.space(85, T0 + timedelta(seconds=90))] == ["repeat"]
 
 
 # --- acknowledge and snooze -------------------------------------------------------------------------

@@ -17,7 +17,8 @@ import pytest
 from aiohttp import web
 
 from bot.alert_rules import Sample
-from bot.alerts import Alerts, Sampler, sign
+from bot.alerts import Alerts, sign
+from bot.disks import Sampler
 from bot.app import build_app
 from bot.config import AlertsConfig, Config, MattermostConfig, ServerConfig
 from bot.context import Services

@@ -50,7 +50,7 @@ def test_a_numeric_looking_token_stays_text(tmp_path: Path) -> None:
     ("registration: maybe\n", {}, "registration: 'maybe' is not allowed; use open or closed"),
     ("server:\n  prot: 1\n", {}, "server.prot: unknown key; known keys here: host, port, public_url, workers"),
     ("records:\n  page_size: 0\n", {}, "records.page_size: 0 is not allowed"),
-    ("alerts:\n  warn_percent: 95\n", {}, "alerts.warn_percent: 95.0 is not allowed; use a value below"),
+    ("alerts:\n  warn_percent: 95\n", {}, "alerts.warn_percent: 95 is not allowed; alerts.warn_percent (95) must stay below alerts.critical_percent (90)"),
     ("database:\n  url: postgres://x\n", {}, "database.url: 'postgres://x' is not allowed"),
     ("mattermost:\n  url: https://chat\n  team: ops\n", {}, "mattermost.bot_token: empty while mattermost.url"),
     ("server: 5\n", {}, "server: must be a mapping"),

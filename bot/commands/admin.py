@@ -9,6 +9,7 @@ from datetime import timedelta
 import psutil
 
 from bot import settings as runtime_settings
+from bot.alert_rules import human_bytes
 from bot.charts import usage_chart
 from bot.context import Context, Reply
 from bot.dispatch import Router
@@ -95,12 +96,14 @@ def restore(ctx: Context, rest: str) -> Reply:
 
 @router.command("admin settings", "", "runtime settings and where each value comes from", admin=True)
 def show_settings(ctx: Context, rest: str) -> Reply:
-    stored = ctx.storage.settings()
-    lines = ["| setting | value | from |", "|---|---|---|"]
-    for key in runtime_settings.SPECS:
-        source = "set at run time" if key in stored else "config"
-        lines.append(f"| {key} | {ctx.settings[key]:g} | {source} |")
-    return Reply("\n".join(lines) + f"\n\nChange one with `/{ctx.config.mattermost.trigger} admin set <key> <value>`.")
+    now = runtime_settings.effective(ctx.config, ctx.storage.settings())
+    lines = ["| setting | value | from | accepts |", "|---|---|---|---|"]
+    for spec in runtime_settings.SCHEMA:
+        source = "set at run time" if spec.key in now.stored else "config"
+        lines.append(f"| {spec.key} | {now.values[spec.key]:g} | {source} | {spec.accepts} |")
+    problems = "".join(f"\n- {line}" for line in now.problem_lines())
+    return Reply("\n".join(lines) + (f"\n\n**Not in use:**{problems}" if problems else "")
+                 + f"\n\nChange one with `/{ctx.config.mattermost.trigger} admin set <key> <value>`.")
 
 
 @router.command("admin set", "<key> <value>", "change a runtime setting (page_size, alerts.*)", admin=True)
@@ -109,43 +112,45 @@ def set_setting(ctx: Context, rest: str) -> Reply:
     if len(tokens) != 2:
         raise ParseError("write the key and one value, e.g. page_size 20")
     key, raw = tokens[0].lower(), tokens[1]
+
+    def decide(stored: dict[str, str]) -> str:
+        # Judged against the rows read inside the writing transaction, so two admins setting two
+        # keys at once cannot each pass alone and break a rule together.
+        return runtime_settings.change(ctx.config, stored, key, raw)
+
+    before = runtime_settings.effective(ctx.config, ctx.storage.settings()).values
     try:
-        value = runtime_settings.parse(key, raw, ctx.settings)
-    except ValueError as exc:
+        stored = ctx.storage.set_setting(ctx.caller, key, decide)
+    except runtime_settings.SettingError as exc:
         raise ParseError(str(exc)) from None
-    ctx.storage.set_setting(ctx.caller, key, str(value))
-    return Reply(f"{key} is now {value:g} (was {ctx.settings[key]:g}); it takes effect from the next use.")
+    value = runtime_settings.BY_KEY[key].parse(stored)
+    return Reply(f"{key} is now {value:g} (was {before[key]:g}); it takes effect from the next use.")
 
 
-def _bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
-@router.command("admin status", "", "now: watched disks, CPU, memory, load, uptime", admin=True)
+@router.command("admin status", "", "now: watched disks, CPU, memory, load, uptime, the alert loop", admin=True)
 def status(ctx: Context, rest: str) -> Reply:
+    alerts = ctx.services.alerts
+    sampler = alerts.sampler if alerts is not None else ctx.services.sampler
+    now = alerts.clock() if alerts is not None else ctx.services.clock()
+    # Through the sampler and its timeout: a dead network mount costs this command seconds, not a thread.
+    samples = sampler.sample_blocking(ctx.config.alerts.paths, now)
     lines = ["| path | used | free | inodes |", "|---|---:|---:|---:|"]
-    for path in ctx.config.alerts.paths:
-        try:
-            usage = psutil.disk_usage(path)
-            st = os.statvfs(path)
-            inodes = f"{100 * (st.f_files - st.f_ffree) / st.f_files:.1f}%" if st.f_files else "n/a"
-            lines.append(f"| {path} | {usage.percent:.1f}% | {_bytes(usage.free)} | {inodes} |")
-        except OSError as exc:
-            lines.append(f"| {path} | cannot read: {exc.strerror or exc} | | |")
+    for s in samples:
+        if not s.readable:
+            lines.append(f"| {neutralise(s.path)} | cannot read: {neutralise(s.error or '')} | | |")
+            continue
+        inodes = f"{s.inodes_percent:.1f}%" if s.inodes_percent is not None else "n/a"
+        lines.append(f"| {neutralise(s.path)} | {s.used_percent:.1f}% | {human_bytes(s.free_bytes)} | {inodes} |")
     mem = psutil.virtual_memory()
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     up = int(time.time() - psutil.boot_time())
     lines.append("")
     lines.append(f"CPU {psutil.cpu_percent(interval=0.1):.0f}% of {psutil.cpu_count()} cores · "
-                 f"memory {mem.percent:.0f}% used ({_bytes(mem.available)} free) · load {load} · "
+                 f"memory {mem.percent:.0f}% used ({human_bytes(mem.available)} free) · load {load} · "
                  f"up {up // 86400}d {up % 86400 // 3600}h {up % 3600 // 60}m")
     lines += _alert_lines(ctx)
     text = "**Host status**\n\n" + "\n".join(lines)
-    return Reply(text + _send_chart(ctx))
+    return Reply(text + _send_chart(ctx, [(s.path, s.used_percent) for s in samples if s.readable]))
 
 
 def _alert_lines(ctx: Context) -> list[str]:
@@ -153,28 +158,48 @@ def _alert_lines(ctx: Context) -> list[str]:
     if alerts is None:
         return ["", "Disk alerts are off (alerts.channel is empty)."]
     states = alerts.store.states()
-    problems = [f"- {path} {kind}: **{st.level}**" + (" (acknowledged)" if st.acknowledged else "")
+    problems = [f"- {neutralise(path)} {kind}: **{st.level}**" + (" (acknowledged)" if st.acknowledged else "")
                 + (f" (snoozed until {when(st.snoozed_until)})" if st.snoozed_until else "")
                 for (path, kind), st in sorted(states.items()) if st.level != "ok"]
     held = alerts.store.holder()
     poster = f"poster: {held[0]}" if held else "no poster yet"
-    return ["", f"**Alerts** ({poster}, {alerts.store.pending_count()} waiting to be posted)"] + (
-        problems or ["- every watched path is ok"])
+    health = alerts.store.health()
+    if health is None:
+        checked = "- no check has run yet"
+    elif health.failures:
+        checked = (f"- last check {when(health.last_check_at)} **failed** ({health.failures} in a row): "
+                   f"{neutralise(health.last_error or '')}; last good check "
+                   f"{when(health.last_ok_at) if health.last_ok_at else 'never'}")
+    else:
+        checked = f"- last check {when(health.last_check_at)}: ok"
+    aside = [f"- set aside: {neutralise(item.message[:120])} ({neutralise(item.last_error or '')})"
+             for item in alerts.store.set_aside_items()]
+    if aside:
+        aside.append(f"- fix the cause, then `/{ctx.config.mattermost.trigger} admin resend` tries them again")
+    return ["", f"**Alerts** ({poster}, {alerts.store.pending_count()} waiting to be posted)", checked,
+            *aside, *(problems or ["- every watched path is ok"])]
 
 
-def _send_chart(ctx: Context) -> str:
+@router.command("admin resend", "", "post again the alerts Mattermost refused (after fixing why)", admin=True)
+def resend(ctx: Context, rest: str) -> Reply:
+    if rest.strip():
+        raise ParseError(f"'{rest.strip()[:40]}' is not expected; this command takes nothing")
+    alerts = ctx.services.alerts
+    if alerts is None:
+        raise ParseError("disk alerts are off (alerts.channel is empty), so there is nothing to resend")
+    count = alerts.retry_set_aside()
+    ctx.storage.audit_system("alerts resend", f"{count} set-aside alert post(s) queued again", actor=ctx.caller)
+    if not count:
+        return Reply("No alert post is set aside; nothing to resend.")
+    return Reply(f"{count} alert post{'s' if count != 1 else ''} will be tried again within seconds; "
+                 "`admin status` shows whether they went out.")
+
+
+def _send_chart(ctx: Context, usage: list[tuple[str, float]]) -> str:
     gateway, alerts = ctx.services.gateway, ctx.services.alerts
-    if gateway is None or alerts is None:
+    if gateway is None or alerts is None or not usage:
         return ""
     now = alerts.clock()
-    usage = []
-    for path in ctx.config.alerts.paths:
-        try:
-            usage.append((path, psutil.disk_usage(path).percent))
-        except OSError:
-            continue
-    if not usage:
-        return ""
     trend = alerts.store.history([usage[0][0]], now - timedelta(hours=24))[usage[0][0]]
     png = usage_chart(f"Disk use on {alerts.host}", usage, trend, ctx.settings["alerts.warn_percent"],
                       ctx.settings["alerts.critical_percent"], now)

@@ -62,6 +62,7 @@ SERVER_VERSION = "10.11.0"
 COMMAND_WEBHOOK_LIFETIME_MS = 30 * 60 * 1000  # model.CommandWebhookLifetime
 COMMAND_WEBHOOK_USES = 5  # app.HandleCommandWebhook: TryUse(hook.Id, 5)
 MAX_TRIGGER_LEN = 512  # app/command.go: a not-found trigger is cut to this in the error
+PENDING_POST_IDS_TTL = 30.0  # app.PendingPostIDsCacheTTL: how long a pending_post_id is remembered
 
 # model.NewId encodes 16 random bytes with this base32 alphabet, without padding: 26 characters.
 _ID_ALPHABET = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "ybndrfg8ejkmcpqxot1uwisza345h769")
@@ -285,6 +286,7 @@ class _Failure:
     remaining: int
     retry_after: float | None
     plain_text: str | None
+    after_handler: bool = False  # the request is carried out, then its answer is replaced (a lost response)
 
 
 @dataclass(eq=False)
@@ -338,6 +340,10 @@ class FakeMattermost:
         self.ws_authentications = 0  # successful WebSocket authentications, to observe reconnects
         self._can_manage_commands: dict[str, bool] = {}
         self._failures: list[_Failure] = []
+        # app.deduplicateCreatePost's cache: pending_post_id -> (post id, "" while saving; expiry)
+        self._pending_post_ids: dict[str, tuple[str, float]] = {}
+        # Awaited after a post is stored and before it is answered: a test can stall or kill the client there.
+        self.on_post_created: Callable[[JSON], Any] | None = None
         self._conns: list[_WsConn] = []
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -470,13 +476,19 @@ class FakeMattermost:
         return copy.deepcopy(self._store_file(_id_of(user), _id_of(channel_id), name, data))
 
     def set_failure(self, path_prefix: str, status: int, count: int = 1, *, retry_after: float | None = None,
-                    plain_text: str | None = None) -> None:
+                    plain_text: str | None = None, after_handler: bool = False) -> None:
         """Answer the next ``count`` requests whose path starts with ``path_prefix`` with ``status``.
 
         The body is an AppError, or ``plain_text`` (the real rate limiter answers 429 with a plain
         "limit exceeded"). A 429 carries Retry-After/X-RateLimit-Reset = ``retry_after`` (default 1 s).
+        With ``after_handler`` the server does the work first and only the answer is lost, as when a
+        proxy in front of Mattermost gives up waiting (504) after the post was created.
         """
-        self._failures.append(_Failure(path_prefix, status, count, retry_after, plain_text))
+        self._failures.append(_Failure(path_prefix, status, count, retry_after, plain_text, after_handler))
+
+    def heal(self) -> None:
+        """Stop every injected failure."""
+        self._failures.clear()
 
     async def drop_websockets(self) -> int:
         """Close every open WebSocket from the server side; return how many were closed."""
@@ -584,7 +596,7 @@ class FakeMattermost:
         request_id = new_id()
         self.requests.append((request.method, request.path))
         failure = self._take_failure(request.path)
-        if failure is not None:
+        if failure is not None and not failure.after_handler:
             return self._failure_response(failure, request_id)
         try:
             response = await handler(request)
@@ -596,6 +608,8 @@ class FakeMattermost:
             error_id = "api.context.404.app_error" if exc.status == 404 else "api.context.http_error"
             err = AppError(exc.status, error_id, detailed=exc.reason)
             response = _json_response(err.to_json(request_id), exc.status)
+        if failure is not None and not response.prepared:
+            return self._failure_response(failure, request_id)
         if not response.prepared:  # a WebSocket is already switched
             response.headers["X-Request-Id"] = request_id
             response.headers["X-Version-Id"] = f"{SERVER_VERSION}.0.fake.false"
@@ -824,6 +838,14 @@ class FakeMattermost:
         except ValueError as exc:
             raise AppError(400, "api.context.invalid_url_param.app_error", name="page") from exc
         stored = [p for p in reversed(self.posts) if p["channel_id"] == channel["id"] and not p.get("ephemeral")]
+        since = request.query.get("since", "")
+        if since not in ("", "0"):
+            # GetPostsSince: every post of the channel changed after that time, with no paging
+            if not since.isdigit():
+                raise AppError(400, "api.context.invalid_url_param.app_error", name="since")
+            chosen = [p for p in stored if p["update_at"] > int(since)]
+            return _json_response({"order": [p["id"] for p in chosen], "posts": {p["id"]: p for p in chosen},
+                                   "next_post_id": "", "prev_post_id": "", "has_next": False})
         chosen = stored[page * per_page:(page + 1) * per_page]
         return _json_response({"order": [p["id"] for p in chosen], "posts": {p["id"]: p for p in chosen},
                                "next_post_id": "", "prev_post_id": "", "has_next": len(stored) > (page + 1) * per_page})
@@ -842,10 +864,42 @@ class FakeMattermost:
             "participants": None, "metadata": {},
         }
 
+    def _deduplicate(self, pending_post_id: str) -> JSON | None:
+        """app.deduplicateCreatePost: the post a repeated pending_post_id already made, within the TTL."""
+        now = self.clock()
+        seen = self._pending_post_ids.get(pending_post_id)
+        if seen is None or seen[1] <= now:
+            self._pending_post_ids[pending_post_id] = ("", now + PENDING_POST_IDS_TTL)
+            return None
+        if not seen[0]:
+            raise AppError(500, "api.post.deduplicate_create_post.pending")
+        post = next((p for p in self.posts if p["id"] == seen[0]), None)
+        if post is None:
+            raise AppError(500, "api.post.deduplicate_create_post.failed_to_get")
+        return copy.deepcopy(post)
+
     async def _create_post(self, user_id: str, channel_id: str, message: str, *, root_id: str = "",
                            post_type: str = "", props: Mapping[str, Any] | None = None,
                            file_ids: Iterable[str] = (), pending_post_id: str = "") -> JSON:
-        """app.CreatePost: store, attach files, count, broadcast ``posted``."""
+        """app.CreatePost: deduplicate, store, attach files, count, broadcast ``posted``."""
+        if pending_post_id:
+            found = self._deduplicate(pending_post_id)
+            if found is not None:
+                return found
+            try:
+                post = await self._store_post(user_id, channel_id, message, root_id=root_id, post_type=post_type,
+                                              props=props, file_ids=file_ids, pending_post_id=pending_post_id)
+            except Exception:
+                self._pending_post_ids.pop(pending_post_id, None)  # a failed create may be retried
+                raise
+            self._pending_post_ids[pending_post_id] = (post["id"], self.clock() + PENDING_POST_IDS_TTL)
+            return post
+        return await self._store_post(user_id, channel_id, message, root_id=root_id, post_type=post_type,
+                                      props=props, file_ids=file_ids)
+
+    async def _store_post(self, user_id: str, channel_id: str, message: str, *, root_id: str = "",
+                          post_type: str = "", props: Mapping[str, Any] | None = None,
+                          file_ids: Iterable[str] = (), pending_post_id: str = "") -> JSON:
         channel = self.channels.get(channel_id)
         if channel is None:
             raise AppError(404, "app.channel.get.existing.app_error")
@@ -870,6 +924,8 @@ class FakeMattermost:
             channel["last_root_post_at"] = post["create_at"]
             channel["total_msg_count_root"] += 1
         await self._broadcast_posted(post, channel)
+        if self.on_post_created is not None:
+            await self.on_post_created(copy.deepcopy(post))
         return copy.deepcopy(post)
 
     async def _send_ephemeral(self, target_id: str, post: JSON) -> JSON:
