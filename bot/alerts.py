@@ -204,7 +204,7 @@ class Alerts:
         since = f" (last good check {health.last_ok_at:%Y-%m-%d %H:%M} UTC)" if health.last_ok_at else ""
         reason = alert_rules.plain(health.last_error or "")
         text = (f"Disk alerts on {alert_rules.plain(self.host)} are failing: {reason}{since}. "
-                f"{health.failures} checks in a row failed; a message follows when they work again.")
+                f"{health.failures} checks in a row failed; another message follows once a check succeeds.")
         seed = f"{self.host}:failing:{health.last_ok_at.isoformat() if health.last_ok_at else '-'}"
         notice = Outgoing(0, "", "health", "failing", text, None, self._notice_attempts, 0,
                           hashlib.sha256(seed.encode()).hexdigest()[:26], None, health.last_check_at)

@@ -118,7 +118,7 @@ def _coerce(key: str, value: Any, annotation: str) -> Any:
     if annotation == "int":
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        if isinstance(value, str) and value.strip().lstrip("-").isascii() and value.strip().lstrip("-").isdigit():
             return int(value)
         raise ConfigError(f"{key}: {value!r} is not allowed; use a whole number")
     if annotation == "float":

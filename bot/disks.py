@@ -70,6 +70,8 @@ class Sampler:
                 out.append(Sample.unreadable(path, at, f"timed out after {self.timeout:g} s"))
             except OSError as exc:
                 out.append(Sample.unreadable(path, at, exc.strerror or str(exc)))
+            except Exception as exc:  # whatever a read raises, the path is unreadable, the others are not
+                out.append(Sample.unreadable(path, at, f"{type(exc).__name__}: {exc}"))
         return out
 
     async def sample(self, paths: tuple[str, ...], at: datetime) -> list[Sample]:

@@ -59,19 +59,34 @@ def split(text: str) -> list[str]:
     return tokens
 
 
+def is_number(raw: str) -> bool:
+    """ASCII digits only: str.isdigit() is also true for '²' or '٣', which int() then refuses or misreads."""
+    return raw.isascii() and raw.isdigit()
+
+
 def parse_id(token: str, what: str = "record id") -> int:
     raw = token.lstrip("#")
-    if not raw.isdigit() or len(raw) > 18 or int(raw) == 0:
+    if not is_number(raw) or len(raw) > 18 or int(raw) == 0:
         raise ParseError(f"'{token[:40]}' is not a {what}; use the number shown as #123 in a list")
     return int(raw)
+
+
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$", re.ASCII)
+FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9998, 12, 31)
 
 
 def _date(token: str, prefix: str) -> date:
     raw = token[len(prefix):]
     try:
-        return date.fromisoformat(raw)
+        if not _ISO_DATE.match(raw):
+            raise ValueError(raw)
+        day = date.fromisoformat(raw)
     except ValueError:
         raise ParseError(f"'{token[:40]}' is not a date; write {prefix}YYYY-MM-DD, e.g. {prefix}2026-01-31") from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise ParseError(f"'{token[:40]}' is outside the dates recbot searches ({FIRST_DAY} to {LAST_DAY}); "
+                         f"leave {prefix} out to search without that bound")
+    return day
 
 
 def parse_filters(text: str, *, words_allowed: bool = True) -> Args:
@@ -85,7 +100,7 @@ def parse_filters(text: str, *, words_allowed: bool = True) -> Args:
             args.users.append(name.lower())
         elif token.startswith("~") and len(token) > 1:
             args.channels.append(token[1:].lower())
-        elif token.startswith("#") and len(token) > 1 and not token[1:].isdigit():
+        elif token.startswith("#") and len(token) > 1 and not is_number(token[1:]):
             args.tags.append(token[1:].lower())
         elif low.startswith("since:"):
             args.since = _date(token, "since:")
@@ -93,7 +108,7 @@ def parse_filters(text: str, *, words_allowed: bool = True) -> Args:
             args.until = _date(token, "until:")
         elif low.startswith("page:"):
             raw = token[5:]
-            if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+            if not is_number(raw) or not 1 <= int(raw) <= 1000:
                 raise ParseError(f"'{token[:40]}' is not a page; write page:N with N from 1 to 1000")
             args.page = int(raw)
         elif low.startswith("before:"):

@@ -17,14 +17,17 @@ from aiohttp import web
 from bot.app import build_app
 from bot.context import Services
 from bot.dispatch import Dispatcher
+from bot.metrics import Metrics
 
 
 class BotServer:
     """Runs build_app(services) on a free port until stop()."""
 
-    def __init__(self, services: Services, dispatcher: Dispatcher | None = None) -> None:
+    def __init__(self, services: Services, dispatcher: Dispatcher | None = None,
+                 counters: Metrics | None = None) -> None:
         self.services = services
         self.dispatcher = dispatcher
+        self.counters = counters
         self.loop = asyncio.new_event_loop()
         self.url = ""
         self._ready = threading.Event()
@@ -32,7 +35,7 @@ class BotServer:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.runner = web.AppRunner(build_app(self.services, self.dispatcher))
+        self.runner = web.AppRunner(build_app(self.services, self.dispatcher, counters=self.counters))
         self.loop.run_until_complete(self.runner.setup())
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         self.loop.run_until_complete(site.start())
@@ -47,6 +50,10 @@ class BotServer:
         self._thread.start()
         assert self._ready.wait(10), "the bot server did not start"
         return self
+
+    def run(self, coro: Any, timeout: float = 30) -> Any:
+        """Run a coroutine on the server's own event loop (where its alerts and gateway live)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pymysql
 import pytest
@@ -16,6 +16,7 @@ from sqlalchemy import text
 
 from bot import migrate
 from bot.storage import Storage, make_engine
+from tests.alerting import Ops, ops_world
 
 MARIADB_HOST = os.environ.get("REC_TEST_MARIADB_HOST", "127.0.0.1")
 MARIADB_PORT = int(os.environ.get("REC_TEST_MARIADB_PORT", "3306"))
@@ -85,10 +86,17 @@ def storage(db_url: str) -> Iterator[Storage]:
     engine.dispose()
 
 
+@pytest.fixture
+async def ops() -> AsyncIterator[Ops]:
+    """An ops team in a fake Mattermost with an alert channel the bot is in, and a started gateway."""
+    async with ops_world() as world:
+        yield world
+
+
 def wipe(storage: Storage) -> None:
     """Empty every table (for property tests that need a clean slate per example)."""
-    tables = ["T_ALERT_HEALTH", "T_LEASE", "T_OUTBOX", "T_SAMPLE", "T_ALERT_STATE", "T_FILE", "T_AUDIT", "T_SETTING", "T_REVISION",
-              "T_SHARE", "T_GRANT", "T_TAG", "T_CONTENT", "T_USER"]
+    tables = ["T_ALERT_HEALTH", "T_LEASE", "T_OUTBOX", "T_SAMPLE", "T_ALERT_STATE", "T_FILE", "T_AUDIT",
+              "T_SETTING", "T_REVISION", "T_SHARE", "T_GRANT", "T_TAG", "T_CONTENT", "T_USER"]
     with storage.engine.begin() as conn:
         for name in tables:
             conn.execute(text(f"DELETE FROM {name}"))

@@ -4,93 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
-import pytest
 from aiohttp import web
 
-from bot.alert_rules import Sample
 from bot.alerts import Alerts, sign
-from bot.disks import Sampler
 from bot.app import build_app
 from bot.config import AlertsConfig, Config, MattermostConfig, ServerConfig
 from bot.context import Services
+from bot.disks import Sampler
 from bot.mattermost import Gateway
 from bot.storage import Storage, make_engine
+from tests.alerting import Clock, Disk, Ops
+from tests.botserver import free_port
 from tests.fakes.mattermost import FakeMattermost
-from tests.test_mattermost import free_port
-
-GiB = 1024 ** 3
-
-
-class Disk:
-    """Readings a test sets by hand: path -> used percent (None: the read hangs until released)."""
-
-    def __init__(self, **percent: float | None) -> None:
-        self.percent = {f"/{k}": v for k, v in percent.items()}
-        self.release = threading.Event()
-
-    def read(self, path: str, at: datetime) -> Sample:
-        value = self.percent[path]
-        if value is None:
-            self.release.wait(30)
-            raise OSError(5, "Input/output error")
-        used = int(100 * GiB * value / 100)
-        return Sample(path=path, at=at, used_percent=value, total_bytes=100 * GiB, used_bytes=used,
-                      free_bytes=100 * GiB - used, inodes_total=1000, inodes_used=10)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-@dataclass
-class Ops:
-    fake: FakeMattermost
-    gateway: Gateway
-    channel: dict
-    bot: dict
-    config: Config
-
-    def alerts(self, storage: Storage, disk: Disk, clock: Clock, holder: str = "p1") -> Alerts:
-        return Alerts(storage, self.config, self.gateway, host="web-01", holder=holder, clock=clock,
-                      sampler=Sampler(disk.read, timeout=0.3), channel_id=self.channel["id"])
-
-    def posts(self) -> list[dict]:
-        return [p for p in self.fake.posts if p["channel_id"] == self.channel["id"] and not p.get("ephemeral")]
-
-
-@pytest.fixture
-async def ops() -> AsyncIterator[Ops]:
-    fake = FakeMattermost()
-    base = await fake.start()
-    bot = fake.add_user("recbot", is_bot=True, can_manage_commands=True)
-    team = fake.add_team("ops")
-    channel = fake.add_channel(team, "ops-alerts")
-    fake.add_member(channel, bot)
-    port = free_port()
-    config = Config(server=ServerConfig(port=port, public_url=f"http://127.0.0.1:{port}"),
-                    mattermost=MattermostConfig(url=base, bot_token=bot["token"], team="ops"),
-                    alerts=AlertsConfig(channel="ops-alerts", paths=("/var", "/data"), interval_seconds=60))
-    gateway = Gateway(config)
-    await gateway.start()
-    yield Ops(fake, gateway, channel, bot, config)
-    await gateway.close()
-    await fake.stop()
 
 
 async def test_a_warning_is_posted_once_with_chart_and_buttons_and_a_restart_reposts_nothing(
@@ -289,3 +220,64 @@ async def test_an_alert_channel_created_after_start_up_still_gets_the_queued_ale
         assert [p["message"][:7] for p in ops.fake.posts if p["channel_id"] == channel["id"]] == ["WARNING"]
     finally:
         await gateway.close()
+
+
+def context_of(post: dict, action: str) -> dict:
+    actions = post["props"]["attachments"][0]["actions"]
+    return next(a for a in actions if a["id"] == action)["integration"]["context"]
+
+
+async def test_a_replayed_click_from_an_earlier_episode_changes_nothing(storage: Storage, ops: Ops) -> None:
+    oncall = ops.fake.add_user("oncall")
+    known, _ = storage.ensure_user(oncall["id"], "oncall", "member")
+    disk, clock = Disk(var=85.0, data=40.0), Clock()
+    alerts = ops.alerts(storage, disk, clock)
+    await alerts.check()
+    old_ack, old_snooze = context_of(ops.posts()[0], "ack"), context_of(ops.posts()[0], "snooze")
+    disk.percent["/var"] = 50.0  # resolved
+    clock.advance(minutes=1)
+    await alerts.check()
+    disk.percent["/var"] = 86.0  # a new warning episode at the same level, same path
+    clock.advance(minutes=1)
+    await alerts.check()
+    for old in (old_ack, old_snooze):
+        status, text = alerts.act(old, oncall["id"])
+        assert status == 200 and "earlier episode" in text
+    state = alerts.store.states()[("/var", "space")]
+    assert not state.acknowledged and state.snoozed_until is None
+    # A context without the episode and time (as signed by an older recbot) is refused too.
+    bare = {k: v for k, v in old_ack.items() if k not in ("episode", "issued", "sig")}
+    bare["sig"] = sign(alerts.secret(), bare)
+    assert alerts.act(bare, oncall["id"])[0] == 400
+    status, text = alerts.act(context_of(ops.posts()[-1], "ack"), oncall["id"])
+    assert text.startswith("Acknowledged") and alerts.store.states()[("/var", "space")].acknowledged
+    [entry] = storage.recent_audit(storage.ensure_user("mm-ada", "ada", "admin")[0], 1)
+    assert entry.actor == known.username and oncall["id"] in entry.detail and "episode" in entry.detail
+
+
+async def test_a_button_older_than_a_week_is_refused(storage: Storage, ops: Ops) -> None:
+    disk, clock = Disk(var=85.0, data=40.0), Clock()
+    alerts = ops.alerts(storage, disk, clock)
+    await alerts.check()
+    clock.advance(days=8)
+    status, text = alerts.act(context_of(ops.posts()[0], "snooze"), "someone")
+    assert status == 200 and "too old" in text and alerts.store.states()[("/var", "space")].snoozed_until is None
+
+
+def test_admin_status_answers_despite_a_hung_path(storage: Storage) -> None:
+    from bot.config import MattermostConfig
+    from tests.botserver import BotServer, Mattermost
+
+    disk = Disk(var=None, data=40.0)
+    config = Config(mattermost=MattermostConfig(slash_tokens=("t",)), admins=("ada",),
+                    alerts=AlertsConfig(paths=("/var", "/data")))
+    bot = BotServer(Services(storage, config, sampler=Sampler(disk.read, timeout=0.5))).start()
+    try:
+        mm = Mattermost(bot.url, "t")
+        first = mm.text("ada", "admin status")
+        assert "| /var | cannot read: timed out after 0.5 s |" in first and "| /data | 40.0% |" in first
+        # The stuck read is not started again: the next status says so at once.
+        assert "still not answering" in mm.text("ada", "admin status")
+    finally:
+        disk.release.set()
+        bot.stop()

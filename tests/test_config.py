@@ -50,7 +50,16 @@ def test_a_numeric_looking_token_stays_text(tmp_path: Path) -> None:
     ("registration: maybe\n", {}, "registration: 'maybe' is not allowed; use open or closed"),
     ("server:\n  prot: 1\n", {}, "server.prot: unknown key; known keys here: host, port, public_url, workers"),
     ("records:\n  page_size: 0\n", {}, "records.page_size: 0 is not allowed"),
-    ("alerts:\n  warn_percent: 95\n", {}, "alerts.warn_percent: 95 is not allowed; alerts.warn_percent (95) must stay below alerts.critical_percent (90)"),
+    ("alerts:\n  warn_percent: 95\n", {},
+     "alerts.warn_percent: 95 is not allowed; alerts.warn_percent (95) must stay below alerts.critical_percent (90)"),
+    # Two keys that pass alone and cannot work together: refused at start, not at every check.
+    ("alerts:\n  warn_percent: 1\n", {}, "alerts.hysteresis_percent: 2 is not allowed; alerts.hysteresis_percent (2) "
+                                          "must stay below alerts.warn_percent (1)"),
+    ("", {"REC_ALERTS__WARN_PERCENT": "40", "REC_ALERTS__HYSTERESIS_PERCENT": "45"},
+     "alerts.hysteresis_percent: 45 is not allowed"),
+    ("alerts:\n  repeat_minutes: .inf\n", {}, "alerts.repeat_minutes: inf is not allowed; use a number of minutes"),
+    ("", {"REC_ALERTS__REPEAT_MINUTES": "1e300"}, "alerts.repeat_minutes: 1e+300 is not allowed"),
+    ("", {"REC_ALERTS__CRITICAL_PERCENT": "nan"}, "alerts.critical_percent: nan is not allowed"),
     ("database:\n  url: postgres://x\n", {}, "database.url: 'postgres://x' is not allowed"),
     ("mattermost:\n  url: https://chat\n  team: ops\n", {}, "mattermost.bot_token: empty while mattermost.url"),
     ("server: 5\n", {}, "server: must be a mapping"),

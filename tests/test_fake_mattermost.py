@@ -416,6 +416,42 @@ async def test_get_post_and_channel_posts(mm: FakeMattermost, world: World) -> N
     assert set(listing["posts"]) == {first["id"], second["id"]}
 
 
+async def test_a_repeated_pending_post_id_returns_the_first_post_within_30_seconds(
+        mm: FakeMattermost, world: World) -> None:
+    # app.deduplicateCreatePost: the same pending_post_id within PendingPostIDsCacheTTL makes no second post
+    now = [1_000_000.0]
+    mm.clock = lambda: now[0]
+    body = {"channel_id": world.town["id"], "message": "disk full", "pending_post_id": "k" * 26}
+    async with logged_in(mm, world.bot) as driver:
+        first = await driver.client.post("/api/v4/posts", options=body)
+        now[0] += 29
+        again = await driver.client.post("/api/v4/posts", options=body)
+        assert again["id"] == first["id"] and len(mm.posts) == 1
+        now[0] += 2  # 31 s after the first: the server has forgotten the id
+        third = await driver.client.post("/api/v4/posts", options=body)
+    assert third["id"] != first["id"] and len(mm.posts) == 2
+
+
+async def test_a_lost_response_still_creates_the_post(mm: FakeMattermost, world: World) -> None:
+    mm.set_failure("/api/v4/posts", 504, after_handler=True)
+    async with logged_in(mm, world.bot) as driver:
+        with pytest.raises(UnknownMattermostError) as caught:
+            await driver.posts.create_post(world.town["id"], "made, answer lost")
+    assert caught.value.status_code == 504
+    assert [p["message"] for p in mm.posts] == ["made, answer lost"]
+
+
+async def test_channel_posts_since_a_time_lists_every_post_changed_after_it(mm: FakeMattermost, world: World) -> None:
+    first = await mm.post_as(world.alice, world.town, "one")
+    second = await mm.post_as(world.alice, world.town, "two")
+    second_at = second["update_at"]
+    async with logged_in(mm, world.bot) as driver:
+        after_first = await driver.posts.get_posts_for_channel(world.town["id"], since=first["update_at"] - 1)
+        after_second = await driver.posts.get_posts_for_channel(world.town["id"], since=second_at)
+    assert set(after_first["posts"]) == {first["id"], second["id"]}
+    assert after_second["posts"] == {} and after_second["order"] == []
+
+
 async def test_ephemeral_post_endpoint_is_for_system_admins(mm: FakeMattermost, world: World) -> None:
     async with logged_in(mm, world.bot) as driver:
         with pytest.raises(NotEnoughPermissions):

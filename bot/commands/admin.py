@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import psutil
 
@@ -14,7 +14,7 @@ from bot.charts import usage_chart
 from bot.context import Context, Reply
 from bot.dispatch import Router
 from bot.errors import UserError
-from bot.parse import ParseError, parse_filters, parse_id, split, split_first
+from bot.parse import ParseError, is_number, parse_filters, parse_id, split, split_first
 from bot.render import neutralise, when
 
 router = Router()
@@ -131,7 +131,7 @@ def set_setting(ctx: Context, rest: str) -> Reply:
 def status(ctx: Context, rest: str) -> Reply:
     alerts = ctx.services.alerts
     sampler = alerts.sampler if alerts is not None else ctx.services.sampler
-    now = alerts.clock() if alerts is not None else ctx.services.clock()
+    now = alerts.clock() if alerts is not None else datetime.now(UTC)
     # Through the sampler and its timeout: a dead network mount costs this command seconds, not a thread.
     samples = sampler.sample_blocking(ctx.config.alerts.paths, now)
     lines = ["| path | used | free | inodes |", "|---|---:|---:|---:|"]
@@ -214,7 +214,7 @@ def _send_chart(ctx: Context, usage: list[tuple[str, float]]) -> str:
 @router.command("admin audit", "[N]", "the newest admin actions: who, what, when", admin=True)
 def audit(ctx: Context, rest: str) -> Reply:
     raw = rest.strip() or "20"
-    if not raw.isdigit() or not 1 <= int(raw) <= 200:
+    if not is_number(raw) or not 1 <= int(raw) <= 200:
         raise ParseError(f"'{raw[:40]}' is not a count; give a number from 1 to 200")
     entries = ctx.storage.recent_audit(ctx.caller, int(raw))
     if not entries:
