@@ -44,7 +44,7 @@ CREATE TABLE `T_CONTENT` (
 
 CREATE TABLE `T_TAG` (
   `record_id` bigint(20) NOT NULL,
-  `tag` varchar(64) NOT NULL,
+  `tag` varchar(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
   PRIMARY KEY (`record_id`,`tag`),
   KEY `ix_tag_tag_record` (`tag`,`record_id`),
   FOREIGN KEY (`record_id`) REFERENCES `T_CONTENT` (`id`)
@@ -187,4 +187,4 @@ CREATE TABLE `T_LEASE` (
   PRIMARY KEY (`name`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
-INSERT INTO alembic_version (version_num) VALUES ('0004');
+INSERT INTO alembic_version (version_num) VALUES ('0005');

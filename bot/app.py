@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import ClientSession, ClientTimeout, web
 
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 COMMAND_TOKEN_SETTING = "mattermost.command_token"  # noqa: S105 (a settings key; the token is stored there)
 ANSWER_WITHIN = 2.5  # Mattermost advises 3 s; past this, acknowledge and answer via response_url
 TOKEN_CACHE_SECONDS = 5.0
+LATE_ANSWER_GRACE = 5.0
 
 SERVICES = web.AppKey("services", Services)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
@@ -47,21 +50,74 @@ def _reply_json(reply: Reply) -> dict[str, Any]:
                             props=reply.props, attachments=reply.attachments)
 
 
-async def _accepted_tokens(app: web.Application) -> list[str]:
-    """Configured tokens plus the one self-registration stored (shared by every process on the database)."""
-    services = app[SERVICES]
-    stored = await asyncio.get_running_loop().run_in_executor(
-        app[POOL], lambda: services.storage.settings(max_age=TOKEN_CACHE_SECONDS))
-    return [*services.config.mattermost.slash_tokens, stored.get(COMMAND_TOKEN_SETTING, "")]
+async def _token_accepted(app: web.Application, token: str) -> bool:
+    """Configured tokens first (no database needed), then the one self-registration stored, which
+    counts only while self-registration is on. If the database cannot say, the last value it said
+    answers; with none, TokenUnknown."""
+    config = app[SERVICES].config
+    if token_ok(token, config.mattermost.slash_tokens):
+        return True
+    if not (config.mattermost.url and config.mattermost.register_command):
+        return False
+    storage = app[SERVICES].storage
+    try:
+        stored = await asyncio.get_running_loop().run_in_executor(
+            app[POOL], lambda: storage.settings(max_age=TOKEN_CACHE_SECONDS))
+        app[STATE]["stored_token"] = stored.get(COMMAND_TOKEN_SETTING, "")
+    except Exception as exc:
+        if "stored_token" not in app[STATE]:
+            raise TokenUnknown(str(exc).splitlines()[0][:200]) from None
+    return token_ok(token, [app[STATE]["stored_token"]])
+
+
+class TokenUnknown(Exception):
+    """The registered command's token could not be read (the database is down)."""
+
+
+def _response_url_allowed(config: Config, url: str) -> bool:
+    """Only the configured Mattermost's own hooks: an accepted request must not make the bot post
+    to any address it names."""
+    if not url:
+        return False
+    if not config.mattermost.url:
+        return url.startswith(("http://", "https://"))
+    want, got = urlsplit(config.mattermost.url), urlsplit(url)
+    return (got.scheme, got.hostname, got.port) == (want.scheme, want.hostname, want.port)
+
+
+async def _read_fields(request: web.Request) -> Any:
+    if request.method != "POST":
+        return request.query
+    try:
+        return await request.post()
+    except web.HTTPException:
+        raise  # aiohttp's own answers, such as 413 for a body over the limit
+    except Exception as exc:  # a bogus charset, bytes that are not UTF-8, a gzip header on plain data...
+        raise BadRequest(f"the request body could not be read as a form ({type(exc).__name__}); "
+                         "send application/x-www-form-urlencoded in UTF-8, as Mattermost does") from None
+
+
+class BadRequest(Exception):
+    """A request that cannot be read; the message says why."""
 
 
 async def command(request: web.Request) -> web.Response:
     app = request.app
     started = time.perf_counter()
-    fields = await request.post() if request.method == "POST" else request.query
-    slash = SlashRequest.from_fields(fields, request.headers.get("Authorization", ""))  # type: ignore[arg-type]
+    try:
+        fields = await _read_fields(request)
+    except BadRequest as exc:
+        app[METRICS].observe(REFUSED_COMMAND, Outcome.REFUSED, time.perf_counter() - started)
+        return web.json_response({"error": str(exc)}, status=400)
+    slash = SlashRequest.from_fields(fields, request.headers.get("Authorization", ""))
     # The token check comes before anything else looks at the request.
-    if not token_ok(slash.token, await _accepted_tokens(app)):
+    try:
+        accepted = await _token_accepted(app, slash.token)
+    except TokenUnknown as exc:
+        log.warning("slash: cannot check a token against the registered command's (%s)", exc)
+        return web.json_response({"error": "the database is not answering, so this token cannot be checked; "
+                                           "try again shortly"}, status=503)
+    if not accepted:
         app[METRICS].observe(REFUSED_COMMAND, Outcome.REFUSED, time.perf_counter() - started)
         return web.json_response({"error": "this request's token is not one recbot accepts"}, status=401)
     if not slash.user_id or not slash.user_name:
@@ -73,7 +129,7 @@ async def command(request: web.Request) -> web.Response:
     try:
         result: Result = await asyncio.wait_for(asyncio.shield(work), ANSWER_WITHIN)
     except TimeoutError:
-        if not slash.response_url:
+        if not _response_url_allowed(app[SERVICES].config, slash.response_url):
             result = await work
         else:
             task = asyncio.create_task(_answer_later(app, work, slash.response_url, started))
@@ -110,12 +166,14 @@ async def action(request: web.Request) -> web.Response:
         return web.json_response({"ephemeral_text": "Disk alerts are not enabled on this bot."}, status=404)
     try:
         body = await request.json()
+        if not isinstance(body, dict):
+            raise ValueError("the body is not an object")
         context = body.get("context") or {}
         # Mattermost sets user_id from the clicker's session; user_name is only what the body says.
         user_id = body.get("user_id")
         if not isinstance(context, dict) or not isinstance(user_id, str) or not user_id:
             raise ValueError("no context object or no user_id")
-    except (ValueError, AttributeError):
+    except (ValueError, LookupError, RecursionError):  # bad charset, not JSON, nested past reason, wrong shape
         return web.json_response({"ephemeral_text": "The request is not a Mattermost button click."}, status=400)
     status, text = await asyncio.get_running_loop().run_in_executor(request.app[POOL], alerts.act, context, user_id)
     return web.json_response({"ephemeral_text": text}, status=status)
@@ -126,9 +184,11 @@ async def healthz(request: web.Request) -> web.Response:
     app = request.app
     loop = asyncio.get_running_loop()
     try:
-        await loop.run_in_executor(app[POOL], app[SERVICES].storage.ping)
-    except Exception as exc:  # any failure of the database is "not healthy", with its reason
-        return web.json_response({"status": "unhealthy", "database": str(exc).splitlines()[0]}, status=503)
+        await loop.run_in_executor(app[POOL], app[SERVICES].storage.probe)
+    except Exception as exc:  # any failure of the database is "not healthy"; the details go to the log only
+        log.warning("healthz: the database failed the read/write check: %s", str(exc).splitlines()[0][:300])
+        return web.json_response({"status": "unhealthy", "database": "failing: it did not complete a read and a "
+                                  "write in time; the bot's log has the details"}, status=503)
     body: dict = {"status": "ok", "database": "ok", "worker": app[WORKER]}
     alerts = app[SERVICES].alerts
     if alerts is not None:
@@ -190,11 +250,24 @@ def new_metrics(dispatcher: Dispatcher, processes: int = 1) -> Metrics:
                    processes)
 
 
+@web.middleware
+async def _last_resort(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Anything a handler did not expect becomes one JSON answer with a ref, and one log line."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception:
+        ref = uuid.uuid4().hex[:8]
+        log.exception("%s %s failed (ref %s)", request.method, request.path, ref)
+        return web.json_response({"error": f"something broke on our side (ref {ref}); it was logged"}, status=500)
+
+
 def build_app(services: Services, dispatcher: Dispatcher | None = None, *, threads: int | None = None,
               worker: int = 0, counters: Metrics | None = None) -> web.Application:
     """The server of one process; `worker` is its index among server.workers (0 does the once-per-bot work),
     `counters` the metrics all the processes share."""
-    app = web.Application(client_max_size=1024 * 1024)
+    app = web.Application(client_max_size=1024 * 1024, middlewares=[_last_resort])
     app[WORKER] = worker
     app[SERVICES] = services
     app[DISPATCHER] = dispatcher or build_dispatcher()
@@ -235,8 +308,14 @@ def build_app(services: Services, dispatcher: Dispatcher | None = None, *, threa
                 await task
         if app[SERVICES].gateway is not None:
             await app[SERVICES].gateway.close()
-        for task in list(app[STATE].get("later", ())):
-            await asyncio.wait_for(task, 30)
+        later = list(app[STATE].get("later", ()))
+        if later:
+            # Late answers get a few seconds to go out; a response_url that hangs must not hold the stop.
+            _, stuck = await asyncio.wait(later, timeout=LATE_ANSWER_GRACE)
+            for task in stuck:
+                task.cancel()
+            if stuck:
+                log.warning("stopping: %d late answer(s) to response_url given up", len(stuck))
         app[POOL].shutdown(wait=True)
         app[SERVICES].storage.engine.dispose()
 
@@ -262,7 +341,7 @@ def run(config: Config) -> int:
 
 
 def _serve(config: Config, index: int, children: list[int], dispatcher: Dispatcher, counters: Metrics) -> int:
-    storage = Storage(make_engine(config.database.url))
+    storage = Storage(make_engine(config.database.url, config.database.timeout_seconds))
     gateway = Gateway(config) if config.mattermost.url else None
     sampler = Sampler()
     alerts = Alerts(storage, config, gateway, sampler=sampler, metrics=counters) if config.alerts.channel else None
@@ -292,6 +371,8 @@ def _serve(config: Config, index: int, children: list[int], dispatcher: Dispatch
         web.run_app(app, host=config.server.host, port=config.server.port, print=None, access_log=None,
                     reuse_port=config.server.workers > 1)
     except OSError as exc:
+        if isinstance(exc, TimeoutError):
+            raise  # not a listening problem: let it show as what it is
         log.error("cannot listen on %s:%s (%s); free the port or set server.port", config.server.host,
                   config.server.port, exc.strerror or exc)
         return 1

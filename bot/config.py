@@ -28,6 +28,7 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class DatabaseConfig:
     url: str = "sqlite:///data/records.db"
+    timeout_seconds: float = 10
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: v.startswith(("sqlite://", "mysql+pymysql://", "mariadb+pymysql://")),
         "a URL such as sqlite:///data/records.db or mysql+pymysql://user:pw@host:3306/records",
     ),
+    "database.timeout_seconds": (lambda v: 1 <= v <= 600, "a number of seconds from 1 to 600"),
     "server.port": (lambda v: 1 <= v <= 65535, "a port number from 1 to 65535"),
     "server.workers": (lambda v: 1 <= v <= 64, "a number of processes from 1 to 64, such as the CPU count"),
     "server.public_url": (lambda v: v == "" or v.startswith(("http://", "https://")),

@@ -62,21 +62,30 @@ class Context:
         return int(self.settings["page_size"])
 
     def users(self, names: Sequence[str]) -> list[User]:
-        """Resolve @names to recbot users: known ones, or ones Mattermost identified in the request."""
-        known = self.storage.users_by_username(names)
+        """Resolve @names to recbot users by Mattermost's ids, never by a stored name.
+
+        A stored username is a cache: the account that held a name may have been renamed and the name
+        taken by someone else. So a name resolves to the id Mattermost sent with the request
+        (`user_mentions_ids`), else to a fresh lookup; only without Mattermost (the local shell) do
+        stored names answer.
+        """
+        gateway = self.services.gateway
+        known = self.storage.users_by_username(names) if gateway is None else {}
         found: list[User] = []
         for name in names:
             key = name.lower()
-            if key in known:
-                found.append(known[key])
-                continue
             mm_id = self.request.user_mentions.get(key)
-            if mm_id is None and self.services.gateway is not None:
-                mm_id = self.services.gateway.user_id_by_username(key)
+            if mm_id is None and gateway is not None:
+                mm_id = gateway.user_id_by_username(key)
             if mm_id is None:
-                raise NotFound(f"@{name} is not a user recbot knows; check the spelling, "
-                               "or ask them to type /rec help once")
+                if key in known:
+                    found.append(known[key])
+                    continue
+                raise NotFound(f"@{name} is not a Mattermost user; check the spelling"
+                               if gateway is not None else
+                               f"@{name} is not a user recbot knows; check the spelling, "
+                               f"or ask them to type /{self.config.mattermost.trigger} help once")
             role = "member" if self.config.registration == "open" else "disabled"
-            user, _ = self.storage.ensure_user(mm_id, name, role)
+            user, _ = self.storage.ensure_user(mm_id, key, role)
             found.append(user)
         return found

@@ -90,17 +90,20 @@ class Dispatcher:
         return self.table.get(first), first, rest
 
     def identify(self, services: Services, request: SlashRequest, max_age: float = 0.0) -> User:
-        """The caller's row: registered on first use, username refreshed, config admins promoted.
+        """The caller's row: registered on first use (by Mattermost id), username refreshed.
 
-        max_age lets a row read that recently answer (see Storage.ensure_user).
+        Config `admins` apply once, when an account is first registered: a later demotion sticks, and a
+        listed username is bound to the first account that registers with it, so a new account that
+        takes the name later is not an admin. max_age lets a row read that recently answer (see
+        Storage.ensure_user).
         """
         config = services.config
         storage = services.storage
-        listed_admin = request.user_name.lower() in {a.lower().lstrip("@") for a in config.admins}
-        role = "admin" if listed_admin else ("member" if config.registration == "open" else "disabled")
+        role = "member" if config.registration == "open" else "disabled"
         user, created = storage.ensure_user(request.user_id, request.user_name, role, max_age=max_age)
-        if listed_admin and user.role == "member":
-            user = storage.promote_listed_admin(user)
+        listed = {a.lower().lstrip("@") for a in config.admins}
+        if created and (request.user_name.lower() in listed or request.user_id.lower() in listed):
+            user = storage.promote_listed_admin(user, request.user_name.lower())
         if user.role == "disabled":
             if created:
                 raise Forbidden("recbot registration is closed; ask a recbot admin to let you in "

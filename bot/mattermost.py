@@ -13,7 +13,6 @@ import json
 import logging
 import mimetypes
 import random
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,7 +28,6 @@ from bot.errors import UserError
 
 log = logging.getLogger(__name__)
 
-USER_CACHE_SECONDS = 300.0
 CALL_TIMEOUT = 20.0
 COMMAND_DESCRIPTION = "Record, find and share operation records"
 COMMAND_HINT = "add <text> | find <words> | list | show <id> | share <id> @user | help"
@@ -82,7 +80,6 @@ class Gateway:
         self.driver = AsyncTypedDriver(driver_options(self.mm.url, self.mm.bot_token))
         self.me = Identity()
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._users: dict[str, tuple[float, str | None]] = {}
         self._listener: asyncio.Task | None = None
         self.connected = asyncio.Event()
 
@@ -207,19 +204,15 @@ class Gateway:
     # ---- calls used by commands ---------------------------------------------------------------
 
     async def find_user_id(self, username: str) -> str | None:
+        """The id of the account that holds this name now (no cache: names move between accounts)."""
         name = username.lower().lstrip("@")
-        cached = self._users.get(name)
-        if cached and time.monotonic() - cached[0] < USER_CACHE_SECONDS:
-            return cached[1]
         try:
             user = await self.driver.users.get_user_by_username(name)
-            found = user["id"]
         except MattermostError as exc:
             if exc.status_code != 404:
                 raise GatewayError(explain(exc, f"looking up @{name} failed")) from None
-            found = None
-        self._users[name] = (time.monotonic(), found)
-        return found
+            return None
+        return user["id"]
 
     async def username_of(self, user_id: str) -> str:
         user = await self.driver.users.get_user(user_id)

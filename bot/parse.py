@@ -9,6 +9,13 @@ from datetime import date
 from bot.errors import UserError
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# Bounds on what one command may ask for, checked before any SQL is built: the cost of a search
+# grows with its words and tags, and every @name may cost a lookup in Mattermost.
+MAX_TEXT = 4000  # characters of a command other than add/edit
+MAX_WORDS = 20
+MAX_WORD = 200  # characters of one word
+MAX_TAG_FILTERS = 10
+MAX_USERS = 25
 
 
 class ParseError(UserError):
@@ -90,6 +97,8 @@ def _date(token: str, prefix: str) -> date:
 
 
 def parse_filters(text: str, *, words_allowed: bool = True) -> Args:
+    if len(text) > MAX_TEXT:
+        raise ParseError(f"the command is {len(text):,} characters long; keep it under {MAX_TEXT:,}")
     args = Args()
     for token in split(text):
         low = token.lower()
@@ -120,6 +129,24 @@ def parse_filters(text: str, *, words_allowed: bool = True) -> Args:
             raise ParseError(f"'{token[:40]}' is not understood here; use @user, #tag, since: or until:")
     if args.since and args.until and args.since > args.until:
         raise ParseError(f"since:{args.since} is after until:{args.until}; swap them")
+    return _bounded(args)
+
+
+def _bounded(args: Args) -> Args:
+    """Repeats dropped (search ignores case, so words differing only in case are one), then the caps."""
+    first: dict[str, str] = {}
+    for word in args.words:
+        first.setdefault(word.lower(), word)
+    args.words = list(first.values())
+    args.tags = list(dict.fromkeys(args.tags))
+    args.users = list(dict.fromkeys(args.users))
+    long = next((w for w in args.words if len(w) > MAX_WORD), None)
+    if long is not None:
+        raise ParseError(f"the word '{long[:20]}…' is {len(long):,} characters long; keep words under {MAX_WORD}")
+    for items, limit, what in ((args.words, MAX_WORDS, "different words"), (args.tags, MAX_TAG_FILTERS, "#tags"),
+                               (args.users, MAX_USERS, "@users")):
+        if len(items) > limit:
+            raise ParseError(f"that is {len(items)} {what}; use at most {limit} in one command")
     return args
 
 

@@ -59,7 +59,10 @@ PER_OWNER_MAX = 6
 # hundreds of words) from growing the table without end.
 MAX_SHAPES = 512
 MAX_KNOWN_USERS = 10_000
-TAG_RE = re.compile(r"(?<![\w#&/])#(\w[\w-]{0,62})")
+PROBE_SETTING = "healthz.probe"
+TAG_RE = re.compile(r"(?<![\w#&/])#(\w[\w-]*)")
+MAX_TAG = 64  # characters of a tag once lower-cased (the column's width)
+MAX_TAGS = 50  # tags in one record
 
 
 def utcnow() -> datetime:
@@ -171,13 +174,15 @@ class AuditEntry:
     created_at: datetime
 
 
-def make_engine(url: str) -> Engine:
-    """An engine tuned per backend: WAL and a busy timeout on SQLite, pre-ping on MariaDB."""
+def make_engine(url: str, timeout: float | None = None) -> Engine:
+    """An engine tuned per backend: WAL and a busy timeout on SQLite, pre-ping on MariaDB; on MariaDB
+    `timeout` seconds bound connecting, each read and each write (None: no bound, for migrations)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
+        # Parameters never go into error messages: they hold users' text, and errors are logged.
+        engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -196,7 +201,12 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_recycle=3600, pool_size=10, max_overflow=20)
+    # Every call has a limit: a server or proxy that stops answering fails the call instead of hanging
+    # a serving thread (and /healthz) for good.
+    limits = {"connect_timeout": max(1, round(timeout)), "read_timeout": timeout, "write_timeout": timeout} \
+        if timeout else {}
+    return create_engine(url, pool_pre_ping=True, pool_recycle=3600, pool_size=10, max_overflow=20,
+                         pool_timeout=timeout or 30, connect_args=limits, hide_parameters=True)
 
 
 class _WriteTurn:
@@ -292,6 +302,17 @@ class Storage:
         with self.connection() as conn:
             conn.execute(text("SELECT 1"))
 
+    def probe(self) -> None:
+        """A read and a small write: a database that answers reads but refuses writes (a full disk,
+        a read-only replica) cannot keep what users add, so /healthz must not call it healthy."""
+        now = self.clock()
+        with self.transaction() as conn:
+            done = conn.execute(update(setting).where(setting.c.name == PROBE_SETTING)
+                                .values(value=now.isoformat(), updated_at=now))
+            if done.rowcount == 0:
+                conn.execute(self._insert_ignore(setting).values(name=PROBE_SETTING, value=now.isoformat(),
+                                                                updated_by=None, updated_at=now))
+
     # ---- users -------------------------------------------------------------------------------
 
     def user_by_mm_id(self, mm_user_id: str) -> User | None:
@@ -376,14 +397,29 @@ class Storage:
         assert found is not None
         return found
 
-    def promote_listed_admin(self, target: User) -> User:
-        """Make a member named in config `admins` an admin (a disabled one stays disabled)."""
+    def promote_listed_admin(self, target: User, name: str) -> User:
+        """Make a newly registered account named in config `admins` an admin, once per listed name.
+
+        The first account to claim a listed name keeps it (kept in T_SETTING); an account that takes
+        the name later stays what registration made it.
+        """
+        claim = f"admins.claimed.{name.lower()}"
         with self.transaction() as conn:
-            changed = conn.execute(update(user).where(user.c.id == target.id, user.c.role == "member")
+            holder = conn.execute(select(setting.c.value).where(setting.c.name == claim).with_for_update()).scalar()
+            if holder is not None and holder != target.mm_user_id:
+                self._audit(conn, None, "role", f"@{target.username} ({target.mm_user_id}) not made admin: "
+                                                f"config admins' {name} was claimed by {holder}")
+                return target
+            if holder is None:
+                conn.execute(insert(setting).values(name=claim, value=target.mm_user_id, updated_by=None,
+                                                    updated_at=self.clock()))
+            changed = conn.execute(update(user).where(user.c.id == target.id, user.c.role != "admin")
                                    .values(role="admin", updated_at=self.clock())).rowcount
             if changed:
-                self._audit(conn, None, "role", f"@{target.username}: member -> admin (listed in config admins)")
-        self._known_users.clear()
+                self._audit(conn, None, "role", f"@{target.username}: {target.role} -> admin (config admins, "
+                                                "at registration)")
+        self._known_users.pop(target.mm_user_id, None)
+        self._settings_cache = None
         return self.user_by_id(target.id) or target
 
     def users_with_counts(self, actor: User) -> list[tuple[User, int]]:
@@ -480,6 +516,13 @@ class Storage:
             raise UserError("the text contains a NUL character (\\0); remove it and send it again")
         if len(body) > MAX_BODY:
             raise UserError(f"the record is {len(body):,} characters long; keep it under {MAX_BODY:,}")
+        tags = extract_tags(body)
+        if len(tags) > MAX_TAGS:
+            raise UserError(f"the text has {len(tags)} different #tags; keep it to {MAX_TAGS}")
+        long = next((t for t in tags if len(t) > MAX_TAG), None)
+        if long is not None:
+            raise UserError(f"the tag #{long[:20]}… is {len(long)} characters long once lower-cased; "
+                            f"keep tags to {MAX_TAG}")
 
     def _set_tags(self, conn: Connection, record_id: int, tags: Sequence[str], *, replace: bool) -> None:
         if replace:

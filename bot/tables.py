@@ -32,6 +32,8 @@ Body = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 # The search copy is compared byte for byte: the folding is done once, in Python, on write.
 # Paths are compared as bytes: /Data and /data are two mounts.
 PathStr = String(512).with_variant(mysql.VARCHAR(512, collation="utf8mb4_bin"), "mysql", "mariadb")
+# Tags compare exactly on both backends (a case-folded copy is what is stored).
+TagStr = String(64).with_variant(mysql.VARCHAR(64, collation="utf8mb4_bin"), "mysql", "mariadb")
 Blob = LargeBinary().with_variant(mysql.MEDIUMBLOB(), "mysql", "mariadb")
 SearchText = Text().with_variant(mysql.MEDIUMTEXT(collation="utf8mb4_bin"), "mysql", "mariadb")
 
@@ -66,7 +68,7 @@ content = Table(
 tag = Table(
     "T_TAG", metadata,
     Column("record_id", Id, ForeignKey("T_CONTENT.id"), primary_key=True),
-    Column("tag", String(64), primary_key=True),
+    Column("tag", TagStr, primary_key=True),
     Index("ix_tag_tag_record", "tag", "record_id"),
     **_mysql,
 )

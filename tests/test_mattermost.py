@@ -228,7 +228,7 @@ async def test_an_unknown_user_named_without_a_mention_is_looked_up_in_mattermos
         return result.reply.text
 
     assert "Shared record" in await as_bob(f"share {rid} @dave")
-    assert "@zed is not a user recbot knows" in await as_bob(f"share {rid} @zed")
+    assert "@zed is not a Mattermost user" in await as_bob(f"share {rid} @zed")
 
 
 async def test_without_permission_to_register_the_bot_still_serves_its_configured_token(storage: Storage) -> None:
