@@ -23,6 +23,7 @@ from bot.disks import Sampler
 from bot.dispatch import Dispatcher, Outcome, Result
 from bot.mattermost import Gateway, GatewayError
 from bot.metrics import REFUSED_COMMAND, Metrics
+from bot.render import cap, neutralise
 from bot.scheduler import AlertScheduler
 from bot.slash import SlashRequest, command_response, token_ok
 from bot.storage import Storage, make_engine
@@ -44,9 +45,9 @@ WORKER = web.AppKey("worker", int)
 
 
 def _reply_json(reply: Reply) -> dict[str, Any]:
-    from bot.render import cap
-
-    return command_response(cap(reply.text), in_channel=reply.in_channel, channel_id=reply.channel_id,
+    # Only a reply posted into the channel can ping anyone; an ephemeral one keeps text as written.
+    text = neutralise(reply.text) if reply.in_channel else reply.text
+    return command_response(cap(text), in_channel=reply.in_channel, channel_id=reply.channel_id,
                             props=reply.props, attachments=reply.attachments)
 
 

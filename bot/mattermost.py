@@ -25,6 +25,7 @@ from mattermostautodriver.exceptions import MattermostError
 
 from bot.config import Config
 from bot.errors import UserError
+from bot.render import cap
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +225,8 @@ class Gateway:
 
     async def post(self, channel_id: str, message: str, *, props: dict | None = None,
                    file_ids: list[str] | None = None, root_id: str | None = None) -> dict:
-        return await self.driver.posts.create_post(channel_id=channel_id, message=message, props=props,
+        """Every post under Mattermost's length limit (a longer one is refused whole)."""
+        return await self.driver.posts.create_post(channel_id=channel_id, message=cap(message), props=props,
                                                    file_ids=file_ids, root_id=root_id)
 
     async def post_once(self, channel_id: str, message: str, *, key: str, props: dict | None = None,
@@ -232,7 +234,7 @@ class Gateway:
         """A post that repeating `key` does not make twice: Mattermost answers a repeated pending_post_id
         with the post it already made (for 30 s), and `find_post` recognises the key after that."""
         return await self.driver.client.post("/api/v4/posts", options={
-            "channel_id": channel_id, "message": message, "props": {**(props or {}), KEY_PROP: key},
+            "channel_id": channel_id, "message": cap(message), "props": {**(props or {}), KEY_PROP: key},
             "file_ids": file_ids or [], "pending_post_id": key})
 
     async def find_post(self, channel_id: str, key: str, since: datetime) -> dict | None:

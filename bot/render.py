@@ -6,17 +6,43 @@ import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
+from bot.alert_rules import human_bytes
 from bot.storage import Record
 
 POST_LIMIT = 16_383  # Mattermost's maximum message length (model.PostMessageMaxRunesV2)
 _BUDGET = POST_LIMIT - 400  # room for the paging line and the note of what was left out
-_MENTION = re.compile(r"@(?=[\w.-])")
+# The server's own rule (atMentionRegexp, \B@[[:alnum:]]...): an @ right after a letter or digit, as
+# in deploy@web-01, is no mention.
+_MENTION = re.compile(r"(?<![A-Za-z0-9_])@(?=[A-Za-z0-9])")
+# Fenced blocks and inline code: Mattermost finds no mentions in them, and they must copy and paste
+# exactly as they were written.
+_CODE = re.compile(r"(```.*?(?:```|\Z)|`[^`\n]*`)", re.DOTALL)
+_MARKDOWN = re.compile(r"([\\`*_\[\]()<>|~])")
 ZWSP = "\u200b"
+SHOWN_TAGS = 30  # tags listed in full by `show`; the rest are counted
+
+
+def _outside_code(text: str, change: Callable[[str], str]) -> str:
+    parts = _CODE.split(text)
+    return "".join(part if i % 2 else change(part) for i, part in enumerate(parts))
 
 
 def neutralise(text: str) -> str:
-    """Make @channel, @all, @here and @user inert: a zero-width space after '@' breaks the mention."""
-    return _MENTION.sub("@" + ZWSP, text)
+    """Make @channel, @all, @here and @user inert where a post could ping: a zero-width space after the
+    '@' breaks the mention. Only for text posted into a channel; code is left exactly as it was."""
+    return _outside_code(text, lambda part: _MENTION.sub("@" + ZWSP, part))
+
+
+def escape_md(text: str) -> str:
+    """A name from outside (a file name, a path, an error) shown as the characters it is: no link,
+    image, emphasis or table cell can be made of it."""
+    return _MARKDOWN.sub(r"\\\1", text)
+
+
+def no_images(text: str) -> str:
+    """Record text shows an image as its Markdown, never loads it: viewing a record must not fetch
+    from an address someone put in it (a tracking pixel). The URL stays a plain link."""
+    return _outside_code(text, lambda part: part.replace("![", "!\\["))
 
 
 def when(moment: datetime) -> str:
@@ -31,8 +57,8 @@ def first_line(body: str, width: int = 160) -> str:
 def record_line(record: Record) -> str:
     """One record in a list: id, owner, time, first line, tags. Readable on a phone too."""
     tags = " " + " ".join(f"`#{t}`" for t in record.tags) if record.tags else ""
-    return (f"**#{record.id}** · {neutralise(record.owner)} · {when(record.created_at)}\n"
-            f"> {neutralise(first_line(record.body))}{tags}")
+    return (f"**#{record.id}** · {record.owner} · {when(record.created_at)}\n"
+            f"> {no_images(first_line(record.body))}{tags}")
 
 
 def record_list(records: Sequence[Record], header: str, footer: str) -> str:
@@ -54,30 +80,24 @@ def record_list(records: Sequence[Record], header: str, footer: str) -> str:
     return "\n\n".join(p for p in parts if p)
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return f"{n} B"
-
-
 def record_full(record: Record, file_link: Callable[[str], str] | None = None) -> str:
     """One record in full: owner, times, tags, revisions, files, the whole text (cut if huge)."""
     edited = f" · edited {when(record.updated_at)}" if record.updated_at != record.created_at else ""
-    tags = " ".join(f"`#{t}`" for t in record.tags) or "none"
+    tags = " ".join(f"`#{t}`" for t in record.tags[:SHOWN_TAGS]) or "none"
+    if len(record.tags) > SHOWN_TAGS:
+        tags += f" and {len(record.tags) - SHOWN_TAGS} more"
     revs = f"{record.revisions} earlier version" + ("" if record.revisions == 1 else "s")
     files = ""
     if record.files:
-        names = [(f"[{f.name}]({file_link(f.mm_file_id)})" if file_link else f.name) + f" ({_size(f.size)})"
-                 for f in record.files]
-        files = "Files: " + ", ".join(neutralise(n) for n in names) + "\n"
-    head = (f"**Record #{record.id}** by {neutralise(record.owner)} · {when(record.created_at)}{edited}\n"
+        names = [(f"[{escape_md(f.name)}]({file_link(f.mm_file_id)})" if file_link else escape_md(f.name))
+                 + f" ({human_bytes(f.size)})" for f in record.files]
+        files = "Files: " + ", ".join(names) + "\n"
+    head = (f"**Record #{record.id}** by {record.owner} · {when(record.created_at)}{edited}\n"
             f"Tags: {tags} · {revs}\n{files}\n")
-    body = neutralise(record.body)
+    body = no_images(record.body)
     room = _BUDGET - len(head)
     if len(body) > room:
-        body = body[:room] + f"\n\n_…cut: {len(record.body) - room:,} more characters not shown._"
+        body = body[:room] + f"\n\n_…cut: {len(body) - room:,} more characters not shown._"
     return head + body
 
 

@@ -7,6 +7,7 @@ of the SQL: a record is returned only when the query itself proves the viewer ma
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import threading
@@ -38,12 +39,14 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from bot import search
 from bot.errors import Conflict, Forbidden, NotFound, UserError
 from bot.tables import audit, content, grant, revision, setting, share, tag, user
 from bot.tables import file as file_table
+
+log = logging.getLogger(__name__)
 
 try:
     import fcntl
@@ -60,6 +63,11 @@ PER_OWNER_MAX = 6
 MAX_SHAPES = 512
 MAX_KNOWN_USERS = 10_000
 PROBE_SETTING = "healthz.probe"
+RETRY_WINDOW = timedelta(minutes=2)  # a second add of the same text by the same owner within it is a retry
+
+
+class MaybeSaved(UserError):
+    """A write whose outcome is unknown (the answer to COMMIT was lost)."""
 TAG_RE = re.compile(r"(?<![\w#&/])#(\w[\w-]*)")
 MAX_TAG = 64  # characters of a tag once lower-cased (the column's width)
 MAX_TAGS = 50  # tags in one record
@@ -498,6 +506,26 @@ class Storage:
             search.index_text(conn, self.search_backend, record_id, folded)
         return record_id
 
+    def add_record_once(self, owner: User, body: str, files: Sequence[Attachment] = ()) -> tuple[int, bool]:
+        """add_record for a request that may be a retry: (id, True) when saved now, (id, False) when the
+        same owner saved the same text within RETRY_WINDOW (a save whose answer was lost). A failure
+        whose outcome is unknown raises MaybeSaved, which says so and how to find out."""
+        since = self.clock() - RETRY_WINDOW
+        with self.connection() as conn:
+            recent = conn.execute(select(content.c.id, content.c.body).where(
+                content.c.owner_id == owner.id, content.c.created_at >= since, content.c.deleted_at.is_(None))
+                .order_by(content.c.id.desc()).limit(20)).all()
+        same = next((r.id for r in recent if r.body == body), None)  # compared exactly, not by collation
+        if same is not None:
+            return int(same), False
+        try:
+            return self.add_record(owner, body, files), True
+        except DBAPIError:
+            log.exception("saving a record failed; it may have been saved")
+            raise MaybeSaved(f"the database did not confirm the save, so it may have been saved; send the same "
+                             f"text again within {RETRY_WINDOW.seconds // 60} minutes: if it was saved you get "
+                             "its number, not a second copy") from None
+
     @staticmethod
     def _build_add() -> Any:
         """INSERT ... SELECT that inserts only while the owner is not disabled (checked in the statement)."""
@@ -714,6 +742,9 @@ class Storage:
         (Page.matched), so a reply can say "page 2 of 7" without a second search.
         """
         with self.connection() as conn:
+            if before is not None:
+                # A cursor past the newest record would scan empty id ranges until the time runs out.
+                before = min(before, self._top_id(conn) + 1)
             ids, resume = self._search(conn, viewer, flt, limit=max(limit, count_up_to) + 1, below=before)
             page = ids[:limit]
             page_of = self._prepared(("page", viewer.role), lambda: self._build_page(viewer.role))

@@ -15,7 +15,7 @@ from bot.context import Context, Reply
 from bot.dispatch import Router
 from bot.errors import UserError
 from bot.parse import ParseError, is_number, parse_filters, parse_id, split, split_first
-from bot.render import neutralise, when
+from bot.render import escape_md, when
 
 router = Router()
 
@@ -35,16 +35,16 @@ def _viewer_and_owners(ctx: Context, rest: str) -> tuple:
 def grant(ctx: Context, rest: str) -> Reply:
     viewer, owners = _viewer_and_owners(ctx, rest)
     new = ctx.storage.grant(ctx.caller, viewer.id, [o.id for o in owners if o.id != viewer.id])
-    names = ", ".join(neutralise(o.username) for o in owners)
-    return Reply(f"{neutralise(viewer.username)} may now see every record of {names} ({new} new).")
+    names = ", ".join(o.username for o in owners)
+    return Reply(f"{viewer.username} may now see every record of {names} ({new} new).")
 
 
 @router.command("admin revoke", "@viewer @owner [@owner ...]", "take a grant back", admin=True)
 def revoke(ctx: Context, rest: str) -> Reply:
     viewer, owners = _viewer_and_owners(ctx, rest)
     gone = ctx.storage.revoke(ctx.caller, viewer.id, [o.id for o in owners])
-    names = ", ".join(neutralise(o.username) for o in owners)
-    return Reply(f"{neutralise(viewer.username)} no longer sees the records of {names} ({gone} removed).")
+    names = ", ".join(o.username for o in owners)
+    return Reply(f"{viewer.username} no longer sees the records of {names} ({gone} removed).")
 
 
 @router.command("admin perms", "@user", "whom the user can see, and who can see the user", admin=True)
@@ -54,9 +54,9 @@ def perms(ctx: Context, rest: str) -> Reply:
         raise ParseError("name exactly one @user")
     target = ctx.users(args.users)[0]
     sees, seen_by = ctx.storage.perms(ctx.caller, target.id)
-    name = neutralise(target.username)
-    sees_text = ", ".join(neutralise(u.username) for u in sees) or "nobody else"
-    seen_text = ", ".join(neutralise(u.username) for u in seen_by) or "nobody (besides admins)"
+    name = target.username
+    sees_text = ", ".join(u.username for u in sees) or "nobody else"
+    seen_text = ", ".join(u.username for u in seen_by) or "nobody (besides admins)"
     extra = " As an admin they see every record." if target.is_admin else ""
     return Reply(f"**{name}** ({target.role}) sees the records of: {sees_text}.{extra}\n"
                  f"Who sees {name}'s records by grant: {seen_text}.")
@@ -71,7 +71,7 @@ def role(ctx: Context, rest: str) -> Reply:
         raise ParseError("write the @user and then admin, member or disabled")
     target = ctx.users([tokens[0][1:]])[0]
     updated = ctx.storage.set_role(ctx.caller, target.id, tokens[1].lower())
-    return Reply(f"{neutralise(updated.username)} is now **{updated.role}**.")
+    return Reply(f"{updated.username} is now **{updated.role}**.")
 
 
 @router.command("admin users", "", "known users, their role and count of records", admin=True)
@@ -80,7 +80,7 @@ def users(ctx: Context, rest: str) -> Reply:
         raise ParseError(f"'{rest.strip()[:40]}' is not expected; this command takes nothing")
     rows = ctx.storage.users_with_counts(ctx.caller)
     lines = ["| user | role | records |", "|---|---|---:|"]
-    lines += [f"| {neutralise(u.username)} | {u.role} | {n} |" for u, n in rows]
+    lines += [f"| {u.username} | {u.role} | {n} |" for u, n in rows]
     return Reply(f"**{len(rows)} user{'s' if len(rows) != 1 else ''}**\n\n" + "\n".join(lines))
 
 
@@ -137,10 +137,10 @@ def status(ctx: Context, rest: str) -> Reply:
     lines = ["| path | used | free | inodes |", "|---|---:|---:|---:|"]
     for s in samples:
         if not s.readable:
-            lines.append(f"| {neutralise(s.path)} | cannot read: {neutralise(s.error or '')} | | |")
+            lines.append(f"| {escape_md(s.path)} | cannot read: {escape_md(s.error or '')} | | |")
             continue
         inodes = f"{s.inodes_percent:.1f}%" if s.inodes_percent is not None else "n/a"
-        lines.append(f"| {neutralise(s.path)} | {s.used_percent:.1f}% | {human_bytes(s.free_bytes)} | {inodes} |")
+        lines.append(f"| {escape_md(s.path)} | {s.used_percent:.1f}% | {human_bytes(s.free_bytes)} | {inodes} |")
     mem = psutil.virtual_memory()
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     up = int(time.time() - psutil.boot_time())
@@ -158,7 +158,7 @@ def _alert_lines(ctx: Context) -> list[str]:
     if alerts is None:
         return ["", "Disk alerts are off (alerts.channel is empty)."]
     states = alerts.store.states()
-    problems = [f"- {neutralise(path)} {kind}: **{st.level}**" + (" (acknowledged)" if st.acknowledged else "")
+    problems = [f"- {escape_md(path)} {kind}: **{st.level}**" + (" (acknowledged)" if st.acknowledged else "")
                 + (f" (snoozed until {when(st.snoozed_until)})" if st.snoozed_until else "")
                 for (path, kind), st in sorted(states.items()) if st.level != "ok"]
     held = alerts.store.holder()
@@ -168,11 +168,11 @@ def _alert_lines(ctx: Context) -> list[str]:
         checked = "- no check has run yet"
     elif health.failures:
         checked = (f"- last check {when(health.last_check_at)} **failed** ({health.failures} in a row): "
-                   f"{neutralise(health.last_error or '')}; last good check "
+                   f"{escape_md(health.last_error or '')}; last good check "
                    f"{when(health.last_ok_at) if health.last_ok_at else 'never'}")
     else:
         checked = f"- last check {when(health.last_check_at)}: ok"
-    aside = [f"- set aside: {neutralise(item.message[:120])} ({neutralise(item.last_error or '')})"
+    aside = [f"- set aside: {escape_md(item.message[:120])} ({escape_md(item.last_error or '')})"
              for item in alerts.store.set_aside_items()]
     if aside:
         aside.append(f"- fix the cause, then `/{ctx.config.mattermost.trigger} admin resend` tries them again")
@@ -219,6 +219,6 @@ def audit(ctx: Context, rest: str) -> Reply:
     entries = ctx.storage.recent_audit(ctx.caller, int(raw))
     if not entries:
         return Reply("No admin actions yet.")
-    lines = [f"{when(e.created_at)} · {neutralise(e.actor or 'recbot')} · {e.action} · {neutralise(e.detail)}"
+    lines = [f"{when(e.created_at)} · {escape_md(e.actor or 'recbot')} · {e.action} · {escape_md(e.detail)}"
              for e in entries]
     return Reply("**Admin actions, newest first**\n\n" + "\n".join(f"- {line}" for line in lines))

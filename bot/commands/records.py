@@ -10,12 +10,15 @@ from bot.render import record_full, record_list
 from bot.storage import Filter, Page, extract_tags
 
 router = Router()
+MAX_WALK = 50  # searches one page:N may run before it gives up
 
 
 @router.command("add", "<text>", "save a record of what you did; #words are tags",
                 details="Example: `/rec add restarted nginx on web-01 after the config change #deploy`")
 def add(ctx: Context, rest: str) -> Reply:
-    record_id = ctx.storage.add_record(ctx.caller, rest)
+    record_id, new = ctx.storage.add_record_once(ctx.caller, rest)
+    if not new:
+        return Reply(f"Already saved as record **#{record_id}** a moment ago (the same text); no second copy made.")
     found = extract_tags(rest)
     tags = " Tags: " + " ".join(f"`#{t}`" for t in sorted(found)) + "." if found else ""
     return Reply(f"Saved record **#{record_id}**.{tags}")
@@ -38,11 +41,19 @@ def _page(ctx: Context, flt: Filter, args: Args, count_up_to: int) -> tuple[Page
     number = args.page or 1
     before = args.before
     if before is None:
-        for _ in range(number - 1):
+        walked, steps = 1, 0
+        while walked < number:
             step = ctx.storage.find(ctx.caller, flt, limit=ctx.page_size, before=before)
             if step.next_before is None:
                 raise UserError(f"there is no page {number}; the results end before it")
             before = step.next_before
+            steps += 1
+            # A search that ran out of time found part of a page: the page goes on from its cursor.
+            if not (step.partial and len(step.records) < ctx.page_size):
+                walked += 1
+            if steps > MAX_WALK:
+                raise UserError(f"page {number} is too far to reach in one go; use the `before:` command of "
+                                "the page you are on, or narrow the search with @user, #tag or since:")
     return ctx.storage.find(ctx.caller, flt, limit=ctx.page_size, before=before, count_up_to=count_up_to), number
 
 

@@ -36,27 +36,28 @@ def share(ctx: Context, rest: str) -> Reply:
         if not channel_id:
             raise ParseError(f"~{name} is not a channel Mattermost recognised (it passes on public channels only); "
                              "pick a public channel from the ~ autocomplete, or share with @users")
-        text = f"{neutralise(ctx.caller.username)} shared a record:\n\n{record_full(record, ctx.file_link)}"
+        text = f"{ctx.caller.username} shared a record:\n\n{record_full(record, ctx.file_link)}"
         # in_channel with channel_id: Mattermost posts it only if the caller is a member there.
         return Reply(text, in_channel=True, channel_id=channel_id)
     if not args.users:
         raise ParseError("name who to share with (@user) or where (~channel)")
     targets = ctx.users(args.users)
     added = ctx.storage.share(ctx.caller, record_id, [u.id for u in targets if u.id != record.owner_id])
-    names = ", ".join(neutralise(u.username) for u in targets)
+    names = ", ".join(u.username for u in targets)
     new = f" ({len(added)} new)" if len(added) != len(targets) else ""
     done = f"Shared record **#{record_id}** with {names}{new}."
     gateway = ctx.services.gateway
     if gateway is None:
         return Reply(done)
-    message = f"{neutralise(ctx.caller.username)} shared a record with you:\n\n{record_full(record, ctx.file_link)}"
+    # A post, unlike an ephemeral reply, notifies: mentions in the record must not ping from it.
+    message = neutralise(f"{ctx.caller.username} shared a record with you:\n\n{record_full(record, ctx.file_link)}")
     failed: list[str] = []
     for target in targets:
         try:
             gateway.send_direct(target.mm_user_id, message)
         except GatewayError as exc:
             log.warning("direct message to %s failed: %s", target.username, exc)
-            failed.append(neutralise(target.username))
+            failed.append(target.username)
     if failed:
         return Reply(f"{done} The direct message to {', '.join(failed)} could not be sent "
                      "(Mattermost did not accept it); they can still open it with "

@@ -499,6 +499,15 @@ class FakeMattermost:
 
     # ------------------------------------------------------------------ reading state
 
+    def rename_user(self, user: UserRef, new_name: str) -> None:
+        """A Mattermost admin changes a username (the id stays); the old name is free for others."""
+        name = new_name.lower()
+        holder = self.find_user(name)
+        if holder is not None and holder["id"] != _id_of(user):
+            raise ValueError(f"username {name!r} is taken")
+        self.users[_id_of(user)]["username"] = name
+        self.users[_id_of(user)]["update_at"] = self._now_ms()
+
     def find_user(self, username: str) -> JSON | None:
         name = username.lower()
         return next((u for u in self.users.values() if u["username"] == name), None)
