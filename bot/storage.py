@@ -660,6 +660,12 @@ class Storage:
         """Newest first, at most `limit` ids of visible matching records with floor < id < below."""
         shape, params = _Shape.bind(flt, words, below, floor)
         params.update(viewer_id=viewer.id, lim=limit)
+        if viewer.role == "member" and flt.owner_id is None and plan.kind in ("fts", "ids"):
+            # An index walks every match, hidden ones too, so its time would tell a member how common a
+            # word is in records they cannot see. A member who sees few owners is searched owner by owner.
+            owners = self._visible_owners(conn, viewer)
+            if len(owners) <= PER_OWNER_MAX:
+                plan = search.SCAN
         if plan.kind == "fts":
             how = "fts"
             params["fts_q"] = plan.match
@@ -667,9 +673,7 @@ class Storage:
             how = "in"
             params["cands"] = list(plan.ids)
         elif viewer.role == "member" and flt.owner_id is None:
-            grants_of = self._prepared(("grants_of",), lambda: select(grant.c.owner_id)
-                                       .where(grant.c.viewer_id == bindparam("viewer_id")))
-            owners = [viewer.id, *conn.execute(grants_of, {"viewer_id": viewer.id}).scalars()]
+            owners = self._visible_owners(conn, viewer)
             if len(owners) <= PER_OWNER_MAX:
                 candidates = self._owner_candidates(conn, owners, shape, params)
                 if not candidates:
@@ -684,6 +688,11 @@ class Storage:
             how = "walk" if plan.kind == "scan" and flt.owner_id is None else "plain"
         stmt = self._prepared(("ids", viewer.role, how, shape), lambda: self._build_ids(viewer.role, shape, how))
         return list(conn.execute(stmt, params).scalars())
+
+    def _visible_owners(self, conn: Connection, viewer: User) -> list[int]:
+        grants_of = self._prepared(("grants_of",), lambda: select(grant.c.owner_id)
+                                   .where(grant.c.viewer_id == bindparam("viewer_id")))
+        return [viewer.id, *conn.execute(grants_of, {"viewer_id": viewer.id}).scalars()]
 
     def _top_id(self, conn: Connection) -> int:
         return conn.execute(self._prepared(("top_id",), lambda: select(func.max(content.c.id)))).scalar() or 0

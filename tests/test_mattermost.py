@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from bot.app import COMMAND_TOKEN_SETTING, build_app
@@ -334,3 +336,126 @@ async def test_check_says_when_the_bot_may_not_manage_commands(storage: Storage,
     line = next(x for x in done.stdout.splitlines() if x.startswith("command"))
     assert done.returncode == 1, done.stdout
     assert "FAIL" in line and "may not manage slash commands in team ops: give @recbot that permission" in line
+
+
+# ---- identity: a username is a cache, the Mattermost id is the user ----------------------------------
+
+def grants_of(world: World, name_holder_id: str) -> list[str]:
+    """The owners (by Mattermost id) whose records the account with this id may see by grant."""
+    viewer = world.storage.user_by_mm_id(name_holder_id)
+    if viewer is None:
+        return []
+    admin = world.storage.user_by_mm_id(world.users["alice"]["id"])
+    assert admin is not None
+    sees, _ = world.storage.perms(admin, viewer.id)
+    return [u.mm_user_id for u in sees]
+
+
+async def test_a_name_taken_over_by_a_new_account_reaches_the_new_account_not_the_renamed_one(world: World) -> None:
+    dave = world.fake.add_user("dave")
+    world.fake.add_member(world.town, dave)
+    world.users["dave"] = dave
+    await world.rec("dave", "help")  # recbot now has dave's id under the name "dave"
+    await world.rec("alice", "add alice's private runbook")
+    world.fake.rename_user(dave, "david")  # renamed in Mattermost; he has not used /rec since
+    newcomer = world.fake.add_user("dave")
+    world.fake.add_member(world.town, newcomer)
+    _, _, granted = await world.rec("alice", "admin grant @dave @alice")
+    assert "may now see every record of alice" in granted
+    assert grants_of(world, newcomer["id"]) == [world.users["alice"]["id"]]
+    assert grants_of(world, dave["id"]) == []
+    _, _, added = await world.rec("alice", "add a note for the new dave")
+    rid = re.search(r"#(\d+)", added).group(1)
+    await world.rec("alice", f"share {rid} @dave")
+    dm_new = world.fake.direct_channel(world.bot["id"], newcomer["id"])
+    assert dm_new is not None and world.fake.direct_channel(world.bot["id"], dave["id"]) is None
+
+
+async def test_a_name_typed_without_a_mention_is_looked_up_afresh(world: World) -> None:
+    from bot.commands import dispatcher
+    from bot.slash import SlashRequest
+
+    erin = world.fake.add_user("erin")
+    await world.rec("alice", "help")
+    services = world.services
+    assert services is not None
+    loop = asyncio.get_running_loop()
+
+    def grant_erin() -> str:
+        request = SlashRequest(user_id=world.users["alice"]["id"], user_name="alice", text="admin grant @erin @alice")
+        return dispatcher().handle(services, request).reply.text
+
+    assert "may now see" in await loop.run_in_executor(None, grant_erin)
+    world.fake.rename_user(erin, "erin-old")
+    frank = world.fake.add_user("erin")  # the name moves to another account: the next lookup must see it
+    assert "may now see" in await loop.run_in_executor(None, grant_erin)
+    assert grants_of(world, frank["id"]) == [world.users["alice"]["id"]]
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(moves=st.lists(st.tuples(st.integers(0, 2), st.sampled_from(["dan", "eve", "fay", "gus", "hal"])),
+                      min_size=1, max_size=5))
+async def test_usernames_moving_between_accounts_always_resolve_to_the_current_holder(world: World,
+                                                                                      moves: list) -> None:
+    accounts = [world.fake.find_user(n) or world.fake.add_user(n) for n in ("acct-a", "acct-b", "acct-c")]
+    for account in accounts:
+        world.fake.add_member(world.town, account)
+    for index, name in moves:
+        holder = world.fake.find_user(name)
+        if holder is not None and holder["id"] != accounts[index]["id"]:
+            world.fake.rename_user(holder, f"spare-{holder['id'][:8]}")
+        world.fake.rename_user(accounts[index], name)
+        # The account uses /rec under its new name now and then, leaving stale names behind in recbot.
+        world.users[name] = world.fake.users[accounts[index]["id"]]
+        await world.rec(name, "help")
+    for account in accounts:
+        current = world.fake.users[account["id"]]
+        name = current["username"]
+        _, _, reply = await world.rec("alice", f"admin grant @{name} @bob")
+        assert "may now see" in reply
+        assert world.users["bob"]["id"] in grants_of(world, current["id"])
+        await world.rec("alice", f"admin revoke @{name} @bob")
+        for other in accounts:
+            assert world.users["bob"]["id"] not in grants_of(world, other["id"])
+
+
+async def test_config_admins_apply_at_registration_and_a_demotion_sticks(world: World) -> None:
+    # alice is listed in config admins and became admin when she first used /rec (in the fixture).
+    await world.rec("alice", "help")
+    await world.rec("bob", "help")
+    _, _, promoted = await world.rec("alice", "admin role @bob admin")
+    assert "is now **admin**" in promoted
+    _, _, demoted = await world.rec("bob", "admin role @alice member")
+    assert "is now **member**" in demoted
+    _, _, after = await world.rec("alice", "admin users")
+    assert "is for recbot admins" in after  # not re-promoted by her listed name
+    alice = world.storage.user_by_mm_id(world.users["alice"]["id"])
+    assert alice is not None and alice.role == "member"
+    # The listed name moves to a new account: the newcomer is a plain member.
+    world.fake.rename_user(world.users["alice"], "alice-away")
+    impostor = world.fake.add_user("alice")
+    world.fake.add_member(world.town, impostor)
+    world.users["alice-new"] = impostor
+    _, _, tried = await world.rec("alice-new", "admin users")
+    assert "is for recbot admins" in tried
+    newcomer = world.storage.user_by_mm_id(impostor["id"])
+    assert newcomer is not None and newcomer.role == "member"
+
+
+async def test_a_share_dm_of_a_record_with_thousands_of_tags_fits_mattermosts_limit(world: World) -> None:
+    from sqlalchemy import insert as sql_insert
+
+    from bot.tables import tag as tag_table
+
+    await world.rec("bob", "help")
+    bob = world.storage.user_by_mm_id(world.users["bob"]["id"])
+    assert bob is not None
+    rid = world.storage.add_record(bob, "a record from before the tag cap " + "body " * 2000)
+    with world.storage.engine.begin() as conn:
+        conn.execute(sql_insert(tag_table), [{"record_id": rid, "tag": f"t{i:04d}-" + "y" * 50} for i in range(3000)])
+    _, _, shared = await world.rec("bob", f"share {rid} @carol")
+    assert "They got a direct message" in shared
+    dm = world.fake.direct_channel(world.bot["id"], world.users["carol"]["id"])
+    assert dm is not None
+    post = await world.fake.wait_for_post(lambda p: p["channel_id"] == dm["id"] and not p.get("ephemeral"))
+    assert len(post["message"]) <= 16_383

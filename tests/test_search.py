@@ -167,3 +167,41 @@ def test_long_words_match_whole_even_where_the_index_looks_only_at_their_ends(st
     assert all_pages(storage, admin, Filter(words=("zq-rare-7731",))) == [hit]
     assert all_pages(storage, admin, Filter(words=("ZQ-RARE-7731 CLOSED",))) == [hit]
     assert all_pages(storage, admin, Filter(words=("zq-rYYY-7731",))) == []
+
+
+def _steps_of_a_member_search(tmp_path, hidden_word: str) -> int:
+    """SQLite VM steps of one member's search, on a database where another owner's hidden records
+    do or do not hold the word."""
+    from sqlalchemy import event
+
+    from bot import migrate
+    from bot.storage import make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path}/{hidden_word}.db")
+    migrate.upgrade(engine)
+    storage = Storage(engine)
+    member, other = make_user(storage, "bob", "member"), make_user(storage, "zed", "member")
+    for i in range(40):
+        storage.add_record(member, f"bob's note {i} on host-{i}")
+    for i in range(3000):
+        storage.add_record(other, f"zed's secret {i} {hidden_word}")
+    steps = [0]
+
+    def count(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+        def tick() -> int:
+            steps[0] += 1
+            return 0
+        dbapi_conn.set_progress_handler(tick, 100)
+
+    engine.dispose()
+    event.listen(engine, "connect", count)
+    storage.find(member, Filter(words=("zebracorn",)), limit=10, count_up_to=100)
+    engine.dispose()
+    return steps[0]
+
+
+def test_a_members_search_costs_the_same_whatever_hidden_records_hold(tmp_path) -> None:
+    # Its time must not tell a member how common a word is in records they cannot see.
+    without = _steps_of_a_member_search(tmp_path, "plain")
+    with_hidden = _steps_of_a_member_search(tmp_path, "zebracorn")
+    assert with_hidden <= without * 1.2 + 5, (without, with_hidden)

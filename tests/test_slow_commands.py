@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -102,3 +103,53 @@ def test_the_bare_request_parser_reads_repeated_mentions_in_order() -> None:
     assert req.user_mentions == {"ann": "id-ann", "carl": "id-carl"}
     assert req.channel_mentions == {"ops": "id-ops"}
     assert req.token == "abc"
+
+
+def slow_dispatcher(seconds: float) -> Dispatcher:
+    slow = Router()
+
+    @slow.command("slow", "", "takes its time")
+    def _slow(ctx: Context, rest: str) -> Reply:
+        time.sleep(seconds)
+        return Reply(f"done slowly for {ctx.caller.username}")
+
+    return Dispatcher([records.router, share.router, help.router, admin.router, slow])
+
+
+def test_a_response_url_outside_the_configured_mattermost_is_never_called(
+        storage: Storage, receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from bot.config import MattermostConfig
+
+    monkeypatch.setattr(app_module, "ANSWER_WITHIN", 0.3)
+    elsewhere = replace(config(), mattermost=MattermostConfig(url="http://chat.invalid:8065", bot_token="x",
+                                                               team="ops", slash_tokens=(TOKEN,)))
+    bot = BotServer(Services(storage, elsewhere), slow_dispatcher(1.0)).start()
+    try:
+        mm = Mattermost(bot.url, TOKEN)
+        form = [(k, receiver.url if k == "response_url" else v) for k, v in mm.form("bob", "slow")]
+        status, body = mm.send("bob", "", form=form)
+        # Not Mattermost's own hook: the bot answers in the response itself, however long it takes.
+        assert status == 200 and body["text"] == "done slowly for bob"
+        assert not receiver.got.wait(1.5)
+    finally:
+        bot.stop()
+
+
+def test_a_hanging_response_url_does_not_hold_the_stop(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(app_module, "ANSWER_WITHIN", 0.2)
+    hanging = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
+    url = f"http://127.0.0.1:{hanging.getsockname()[1]}/hooks/commands/abc"
+    bot = BotServer(Services(storage, config()), slow_dispatcher(0.5)).start()
+    try:
+        mm = Mattermost(bot.url, TOKEN)
+        form = [(k, url if k == "response_url" else v) for k, v in mm.form("bob", "slow")]
+        status, body = mm.send("bob", "", form=form)
+        assert status == 200 and "Working on it" in body["text"]
+        time.sleep(1.0)  # the late answer is now waiting on the hanging hook
+    finally:
+        started = time.perf_counter()
+        bot.stop()
+        hanging.close()
+    assert time.perf_counter() - started < app_module.LATE_ANSWER_GRACE + 3
