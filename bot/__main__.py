@@ -47,7 +47,7 @@ def cmd_migrate(config: Config) -> int:
 def check_lines(config: Config) -> list[tuple[str, bool, str]]:
     """(part, ok, detail) for each configured part: what works, or what is wrong and how to fix it."""
     lines: list[tuple[str, bool, str]] = [("config", True, config.source)]
-    engine = make_engine(config.database.url)
+    engine = make_engine(config.database.url, config.database.timeout_seconds)
     try:
         current = migrate.current_revision(engine)
         head = migrate.head_revision()

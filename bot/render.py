@@ -17,7 +17,8 @@ _MENTION = re.compile(r"(?<![A-Za-z0-9_])@(?=[A-Za-z0-9])")
 # Fenced blocks and inline code: Mattermost finds no mentions in them, and they must copy and paste
 # exactly as they were written.
 _CODE = re.compile(r"(```.*?(?:```|\Z)|`[^`\n]*`)", re.DOTALL)
-_MARKDOWN = re.compile(r"([\\`*_\[\]()<>|~])")
+# Enough to stop links, images, autolinks, code and table cells; emphasis is left (it harms nothing).
+_MARKDOWN = re.compile(r"([\\`\[\]<|])")
 ZWSP = "\u200b"
 SHOWN_TAGS = 30  # tags listed in full by `show`; the rest are counted
 

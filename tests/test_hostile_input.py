@@ -310,8 +310,8 @@ def test_a_file_name_cannot_make_a_link_and_an_image_is_not_loaded(mm: Mattermos
     rid = storage.add_record(owner, "see ![pixel](https://evil.example/p.png) and `![kept](x)`", [
         Attachment("f" * 26, "report.pdf](https://evil.example/login) [x", 10, "application/pdf")])
     shown = ok_reply(mm, "bob", f"show {rid}")
-    assert "report.pdf\\]\\(https://evil.example/login\\) \\[x" in shown
-    assert "](https://evil.example/login)" not in shown.replace("\\]\\(", "")
+    assert "Files: report.pdf\\](https://evil.example/login) \\[x (10 B)" in shown  # no bracket left to pair
+    assert "x](https://evil" not in shown
     assert "!\\[pixel](https://evil.example/p.png)" in shown and "`![kept](x)`" in shown
 
 
