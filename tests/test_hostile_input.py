@@ -361,3 +361,21 @@ def test_tags_of_an_old_record_beyond_the_cap_still_fit_in_a_reply(mm: Mattermos
         conn.execute(insert(tag), [{"record_id": rid, "tag": f"tag-{i:04d}-" + "x" * 40} for i in range(3000)])
     shown = ok_reply(mm, "bob", f"show {rid}")
     assert "and 2970 more" in shown
+
+
+def test_healthz_is_503_when_the_database_reads_but_cannot_write(tmp_path) -> None:
+    from sqlalchemy import event
+
+    from bot import migrate
+
+    url = f"sqlite:///{tmp_path}/records.db"
+    migrate.upgrade(make_engine(url))
+    engine = make_engine(url)
+    # Reads work, writes fail: what a full disk or a read-only replica looks like to the bot.
+    event.listen(engine, "connect", lambda dbapi_conn, _: dbapi_conn.execute("PRAGMA query_only=ON"))
+    server = BotServer(Services(Storage(engine), config())).start()
+    try:
+        status, body = get(server.url + "/healthz")
+        assert status == 503 and "read and a write" in body
+    finally:
+        server.stop()
