@@ -14,17 +14,17 @@ from urllib.parse import urlsplit
 from aiohttp import ClientSession, ClientTimeout, web
 
 from bot import migrate, workers
-from bot.alerts import Alerts
+from bot.alerts.sampler import Sampler
+from bot.alerts.scheduler import AlertScheduler
+from bot.alerts.service import Alerts
 from bot.commands import dispatcher as build_dispatcher
 from bot.config import Config
 from bot.context import Reply, Services
 from bot.direct import DirectMessages
-from bot.disks import Sampler
 from bot.dispatch import Dispatcher, Outcome, Result
 from bot.mattermost import Gateway, GatewayError
 from bot.metrics import REFUSED_COMMAND, Metrics
 from bot.render import cap, neutralise
-from bot.scheduler import AlertScheduler
 from bot.slash import SlashRequest, command_response, token_ok
 from bot.storage import Storage, make_engine
 
@@ -212,7 +212,6 @@ async def _connect_mattermost(app: web.Application) -> None:
     delay = 2.0
     while True:
         me = await gateway.start()
-        app[STATE]["mattermost_problems"] = me.problems
         if me.user_id and me.team_id:
             break
         for problem in me.problems:
@@ -222,9 +221,6 @@ async def _connect_mattermost(app: web.Application) -> None:
     for problem in me.problems:
         log.warning("mattermost: %s", problem)
     log.info("connected to Mattermost as @%s", me.username)
-    if services.alerts is not None:
-        services.alerts.gateway = gateway
-        services.alerts.channel_id = me.alert_channel_id
     if app[WORKER] != 0:
         return  # registration and the direct-message listener are worker 0's, once per bot
     loop = asyncio.get_running_loop()

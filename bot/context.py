@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from bot.alerts.sampler import Sampler
 from bot.config import Config
-from bot.disks import Sampler
 from bot.errors import NotFound
 from bot.slash import SlashRequest
 from bot.storage import Storage, User, utcnow

@@ -237,6 +237,10 @@ class Gateway:
             "channel_id": channel_id, "message": cap(message), "props": {**(props or {}), KEY_PROP: key},
             "file_ids": file_ids or [], "pending_post_id": key})
 
+    @staticmethod
+    def refused_for_good(exc: BaseException) -> bool:
+        return permanent(exc)
+
     async def find_post(self, channel_id: str, key: str, since: datetime) -> dict | None:
         """The bot's post carrying `key`, among the channel's posts changed since `since`."""
         found = await self.driver.posts.get_posts_for_channel(channel_id, since=max(1, int(since.timestamp() * 1000)))

@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from bot.alert_rules import human_bytes
+from bot.alerts.text import human_bytes
 from bot.storage import Record
 
 POST_LIMIT = 16_383  # Mattermost's maximum message length (model.PostMessageMaxRunesV2)

@@ -9,10 +9,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from bot.alert_rules import Sample
-from bot.alerts import Alerts
+from bot.alerts.model import Sample
+from bot.alerts.sampler import Sampler
+from bot.alerts.service import Alerts
 from bot.config import AlertsConfig, Config, MattermostConfig, ServerConfig
-from bot.disks import Sampler
 from bot.mattermost import Gateway
 from bot.metrics import Metrics
 from bot.storage import Storage

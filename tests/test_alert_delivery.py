@@ -94,9 +94,9 @@ async def test_a_post_made_but_its_answer_lost_is_not_posted_again(storage: Stor
 
 CHILD = """
 import asyncio, sys
-from bot.alerts import Alerts
+from bot.alerts.service import Alerts
 from bot.config import AlertsConfig, Config, MattermostConfig, ServerConfig
-from bot.disks import Sampler
+from bot.alerts.sampler import Sampler
 from bot.mattermost import Gateway
 from bot.storage import Storage, make_engine
 from tests.alerting import Disk

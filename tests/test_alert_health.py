@@ -10,13 +10,13 @@ from datetime import datetime
 
 import pytest
 
-from bot.alert_rules import Sample
-from bot.alerts import Alerts
+from bot.alerts.model import Sample
+from bot.alerts.sampler import Sampler
+from bot.alerts.service import Alerts
 from bot.app import new_metrics
 from bot.commands import dispatcher as build_dispatcher
 from bot.config import AlertsConfig, Config, MattermostConfig
 from bot.context import Services
-from bot.disks import Sampler
 from bot.metrics import Metrics
 from bot.storage import Storage, make_engine
 from tests.alerting import Clock, Disk, Ops

@@ -8,19 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.alert_rules import (
-    AlertMessage,
-    PathState,
-    Sample,
-    Thresholds,
-    acknowledge,
-    classify,
-    evaluate,
-    forecast_hours,
-    format_forecast,
-    human_bytes,
-    snooze,
-)
+from bot.alerts.model import AlertMessage, PathState, Sample, Thresholds
+from bot.alerts.rules import acknowledge, classify, evaluate, forecast_hours, snooze
+from bot.alerts.text import format_forecast, human_bytes
 
 GIB = 1024**3
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

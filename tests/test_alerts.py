@@ -12,11 +12,12 @@ from pathlib import Path
 import psutil
 from aiohttp import web
 
-from bot.alerts import Alerts, sign
+from bot.alerts.buttons import sign
+from bot.alerts.sampler import Sampler
+from bot.alerts.service import Alerts
 from bot.app import build_app
 from bot.config import AlertsConfig, Config, MattermostConfig, ServerConfig
 from bot.context import Services
-from bot.disks import Sampler
 from bot.mattermost import Gateway
 from bot.storage import Storage, make_engine
 from tests.alerting import Clock, Disk, Ops

@@ -182,7 +182,7 @@ def test_a_body_that_cannot_be_read_gets_a_400_saying_so(bot: BotServer, body: b
     b"\xff\xfe", b"null", b"[]", b'{"context": []}',
 ])
 def test_a_button_request_that_is_not_a_click_gets_a_4xx(storage: Storage, body: bytes) -> None:
-    from bot.alerts import Alerts
+    from bot.alerts.service import Alerts
 
     cfg = replace(config(), alerts=replace(config().alerts, channel="ops-alerts"))
     server = BotServer(Services(storage, cfg, None, Alerts(storage, cfg, None, host="h"))).start()

@@ -309,7 +309,7 @@ async def test_mattermost_down_at_start_slash_commands_still_work_and_check_says
 
 
 async def test_status_sends_the_admin_a_chart_in_a_direct_message(world: World) -> None:
-    from bot.alerts import Alerts
+    from bot.alerts.service import Alerts
 
     world.services.alerts = Alerts(world.storage, world.config, world.services.gateway)
     status, _, seen = await world.rec("alice", "admin status")

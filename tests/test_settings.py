@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot import settings as runtime_settings
-from bot.alert_rules import Sample, Thresholds, evaluate
+from bot.alerts.model import Sample, Thresholds
+from bot.alerts.rules import evaluate
 from bot.config import AlertsConfig, Config, ConfigError, MattermostConfig, load_config
 from bot.context import Services
 from bot.storage import Storage

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import psutil
 
 from bot import settings as runtime_settings
-from bot.alert_rules import human_bytes
-from bot.charts import usage_chart
+from bot.alerts.charts import usage_chart
+from bot.alerts.text import human_bytes
 from bot.context import Context, Reply
 from bot.dispatch import Router
 from bot.errors import UserError

@@ -17,7 +17,7 @@ from datetime import datetime
 
 import psutil
 
-from bot.alert_rules import Sample
+from bot.alerts.model import Sample
 
 SAMPLE_TIMEOUT = 10.0
 

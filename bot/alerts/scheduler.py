@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from bot.alerts import Alerts
+from bot.alerts.service import Alerts
 
 log = logging.getLogger(__name__)
 # Two INFO lines per job run say nothing an operator needs; the bot logs each alert and each failure.

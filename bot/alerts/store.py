@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from bot.alert_rules import AlertMessage, PathState, Sample
+from bot.alerts.model import AlertMessage, PathState, Sample
 from bot.storage import Storage
 from bot.tables import alert_health, alert_state, lease, outbox, sample
 
