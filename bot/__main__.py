@@ -70,7 +70,7 @@ def check_lines(config: Config) -> list[tuple[str, bool, str]]:
 
 
 async def _check_mattermost(config: Config) -> list[tuple[str, bool, str]]:
-    from bot.mattermost import Gateway
+    from bot.mattermost.gateway import Gateway
 
     gateway = Gateway(config)
     try:

@@ -20,12 +20,12 @@ from bot.alerts.service import Alerts
 from bot.commands import dispatcher as build_dispatcher
 from bot.config import Config
 from bot.context import Reply, Services
-from bot.direct import DirectMessages
 from bot.dispatch import Dispatcher, Outcome, Result
-from bot.mattermost import Gateway, GatewayError
+from bot.mattermost.direct import DirectMessages
+from bot.mattermost.gateway import Gateway, GatewayError
+from bot.mattermost.slash import SlashRequest, command_response, token_ok
 from bot.metrics import REFUSED_COMMAND, Metrics
 from bot.render import cap, neutralise
-from bot.slash import SlashRequest, command_response, token_ok
 from bot.storage import Storage, make_engine
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from typing import Any
 from bot.alerts.sampler import Sampler
 from bot.config import Config
 from bot.errors import NotFound
-from bot.slash import SlashRequest
+from bot.mattermost.slash import SlashRequest
 from bot.storage import Storage, User, utcnow
 
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from bot import settings as runtime_settings
 from bot.context import Context, Reply, Services
 from bot.errors import Forbidden, UserError
+from bot.mattermost.slash import SlashRequest
 from bot.metrics import UNKNOWN_COMMAND
 from bot.parse import ParseError
-from bot.slash import SlashRequest
 from bot.storage import User
 
 log = logging.getLogger(__name__)

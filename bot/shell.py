@@ -11,7 +11,7 @@ from bot import migrate
 from bot.commands import dispatcher as build_dispatcher
 from bot.config import Config
 from bot.context import Services
-from bot.slash import SlashRequest
+from bot.mattermost.slash import SlashRequest
 from bot.storage import Storage, make_engine
 from bot.tables import user as user_table
 

@@ -13,7 +13,7 @@ from bot.alerts.model import Sample
 from bot.alerts.sampler import Sampler
 from bot.alerts.service import Alerts
 from bot.config import AlertsConfig, Config, MattermostConfig, ServerConfig
-from bot.mattermost import Gateway
+from bot.mattermost.gateway import Gateway
 from bot.metrics import Metrics
 from bot.storage import Storage
 from tests.botserver import free_port

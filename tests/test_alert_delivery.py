@@ -97,7 +97,7 @@ import asyncio, sys
 from bot.alerts.service import Alerts
 from bot.config import AlertsConfig, Config, MattermostConfig, ServerConfig
 from bot.alerts.sampler import Sampler
-from bot.mattermost import Gateway
+from bot.mattermost.gateway import Gateway
 from bot.storage import Storage, make_engine
 from tests.alerting import Disk
 

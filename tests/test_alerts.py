@@ -18,7 +18,7 @@ from bot.alerts.service import Alerts
 from bot.app import build_app
 from bot.config import AlertsConfig, Config, MattermostConfig, ServerConfig
 from bot.context import Services
-from bot.mattermost import Gateway
+from bot.mattermost.gateway import Gateway
 from bot.storage import Storage, make_engine
 from tests.alerting import Clock, Disk, Ops
 from tests.botserver import free_port

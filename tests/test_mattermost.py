@@ -21,7 +21,7 @@ from sqlalchemy import select
 from bot.app import COMMAND_TOKEN_SETTING, build_app
 from bot.config import Config, MattermostConfig, ServerConfig
 from bot.context import Services
-from bot.mattermost import Gateway
+from bot.mattermost.gateway import Gateway
 from bot.storage import Filter, Storage
 from bot.tables import file as file_table
 from tests.botserver import free_port
@@ -220,7 +220,7 @@ async def test_an_unknown_user_named_without_a_mention_is_looked_up_in_mattermos
     bob = world.storage.users_by_username(["bob"])["bob"]
     services = world.services
     from bot.commands import dispatcher
-    from bot.slash import SlashRequest
+    from bot.mattermost.slash import SlashRequest
 
     loop = asyncio.get_running_loop()
 
@@ -373,7 +373,7 @@ async def test_a_name_taken_over_by_a_new_account_reaches_the_new_account_not_th
 
 async def test_a_name_typed_without_a_mention_is_looked_up_afresh(world: World) -> None:
     from bot.commands import dispatcher
-    from bot.slash import SlashRequest
+    from bot.mattermost.slash import SlashRequest
 
     erin = world.fake.add_user("erin")
     await world.rec("alice", "help")

@@ -93,7 +93,7 @@ def test_a_slow_command_is_acknowledged_fast_then_answered_at_response_url(
 def test_the_bare_request_parser_reads_repeated_mentions_in_order() -> None:
     from multidict import MultiDict
 
-    from bot.slash import SlashRequest
+    from bot.mattermost.slash import SlashRequest
 
     form = MultiDict([("user_id", "u"), ("user_name", "bob"), ("text", "admin grant @Ann @carl"),
                       ("user_mentions", "Ann"), ("user_mentions", "carl"),

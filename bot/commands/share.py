@@ -6,7 +6,7 @@ import logging
 
 from bot.context import Context, Reply
 from bot.dispatch import Router
-from bot.mattermost import GatewayError
+from bot.mattermost.gateway import GatewayError
 from bot.parse import ParseError, parse_filters, parse_id, split_first
 from bot.render import neutralise, record_full
 

@@ -10,8 +10,8 @@ from concurrent.futures import Executor
 from bot.context import Services
 from bot.dispatch import Dispatcher
 from bot.errors import UserError
-from bot.mattermost import Gateway
-from bot.slash import SlashRequest
+from bot.mattermost.gateway import Gateway
+from bot.mattermost.slash import SlashRequest
 from bot.storage import Attachment
 
 log = logging.getLogger(__name__)

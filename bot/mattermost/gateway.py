@@ -9,22 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import mimetypes
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
 from mattermostautodriver import AsyncTypedDriver
 from mattermostautodriver.exceptions import MattermostError
 
 from bot.config import Config
 from bot.errors import UserError
+from bot.mattermost.websocket import listen_forever
 from bot.render import cap
 
 log = logging.getLogger(__name__)
@@ -290,62 +288,12 @@ class Gateway:
 
         self._call(send(), "sending the chart")
 
-    # ---- the WebSocket -------------------------------------------------------------------------
-
-    def websocket_url(self) -> str:
-        parts = urlsplit(self.mm.url)
-        scheme = "wss" if parts.scheme == "https" else "ws"
-        return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}/api/v4/websocket"
+    # ---- the WebSocket (bot.mattermost.websocket) ------------------------------------------------
 
     def listen(self, on_post: Callable[[dict, dict], Awaitable[None]]) -> asyncio.Task:
         """Start the listener task: authenticate, hand each `posted` event on, reconnect with backoff."""
-        self._listener = asyncio.create_task(self._listen_forever(on_post))
+        self._listener = asyncio.create_task(listen_forever(self, on_post))
         return self._listener
-
-    async def _listen_forever(self, on_post: Callable[[dict, dict], Awaitable[None]]) -> None:
-        delay = 1.0
-        while True:
-            try:
-                async with aiohttp.ClientSession() as session, session.ws_connect(
-                        self.websocket_url(), heartbeat=30,
-                        headers={"Authorization": f"Bearer {self.mm.bot_token}"}) as ws:
-                    await ws.send_str(json.dumps({"seq": 1, "action": "authentication_challenge",
-                                                  "data": {"token": self.mm.bot_token}}))
-                    async for message in ws:
-                        if message.type != aiohttp.WSMsgType.TEXT:
-                            break
-                        event = json.loads(message.data)
-                        if event.get("seq_reply") == 1:
-                            if event.get("status") != "OK":
-                                raise GatewayError(f"WebSocket authentication refused: {event.get('error')}")
-                            self.connected.set()
-                            delay = 1.0
-                        elif event.get("event") == "hello":
-                            self.connected.set()
-                            delay = 1.0
-                        elif event.get("event") == "posted":
-                            await self._posted(event, on_post)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("Mattermost WebSocket: %s; reconnecting in %.0f s", exc, delay)
-            self.connected.clear()
-            await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))  # noqa: S311 (jitter, not crypto)
-            delay = min(delay * 2, 60.0)
-
-    async def _posted(self, event: dict, on_post: Callable[[dict, dict], Awaitable[None]]) -> None:
-        data = event.get("data") or {}
-        try:
-            post = json.loads(data.get("post") or "{}")
-        except json.JSONDecodeError:
-            log.warning("a posted event carried a post that is not JSON; ignored")
-            return
-        if not post or post.get("user_id") == self.me.user_id:
-            return  # the bot's own posts come back too
-        try:
-            await on_post(post, data)
-        except Exception:
-            log.exception("handling a direct message failed")
 
     async def close(self) -> None:
         if self._listener is not None:
