@@ -240,7 +240,7 @@ class Db:
 
     @property
     def engine(self) -> Engine:
-        return self.storage.engine
+        return self.storage._engine
 
     @property
     def dialect(self) -> str:

@@ -314,7 +314,7 @@ def build_app(services: Services, dispatcher: Dispatcher | None = None, *, threa
             if stuck:
                 log.warning("stopping: %d late answer(s) to response_url given up", len(stuck))
         app[POOL].shutdown(wait=True)
-        app[SERVICES].storage.engine.dispose()
+        app[SERVICES].storage.dispose()
 
     app.on_cleanup.append(shutdown)
     return app

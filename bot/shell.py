@@ -5,15 +5,12 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from sqlalchemy import update
-
 from bot import migrate
 from bot.commands import dispatcher as build_dispatcher
 from bot.config import Config
 from bot.context import Services
 from bot.mattermost.slash import SlashRequest
 from bot.storage import Storage, make_engine
-from bot.tables import user as user_table
 
 
 def run_shell(config: Config, username: str, *, admin: bool = False, stdin: TextIO | None = None,
@@ -28,9 +25,8 @@ def run_shell(config: Config, username: str, *, admin: bool = False, stdin: Text
     # A name Mattermost never sent keeps a shell-local id until that user appears for real.
     mm_id = known.mm_user_id if known else f"shell:{name}"
     if admin:
-        user, _ = storage.ensure_user(mm_id, name, "admin")
-        with engine.begin() as conn:
-            conn.execute(update(user_table).where(user_table.c.id == user.id).values(role="admin"))
+        user, _ = storage.ensure_user(mm_id, name, "member")
+        storage.promote(user, "python -m bot shell --admin")
     services = Services(storage, config)
     dispatcher = build_dispatcher()
     trigger = config.mattermost.trigger

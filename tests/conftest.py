@@ -17,6 +17,7 @@ from sqlalchemy import text
 from bot import migrate
 from bot.storage import Storage, make_engine
 from tests.alerting import Ops, ops_world
+from tests.helpers import engine_of
 
 MARIADB_HOST = os.environ.get("REC_TEST_MARIADB_HOST", "127.0.0.1")
 MARIADB_PORT = int(os.environ.get("REC_TEST_MARIADB_PORT", "3306"))
@@ -97,7 +98,7 @@ def wipe(storage: Storage) -> None:
     """Empty every table (for property tests that need a clean slate per example)."""
     tables = ["T_ALERT_HEALTH", "T_LEASE", "T_OUTBOX", "T_SAMPLE", "T_ALERT_STATE", "T_FILE", "T_AUDIT",
               "T_SETTING", "T_REVISION", "T_SHARE", "T_GRANT", "T_TAG", "T_CONTENT", "T_USER"]
-    with storage.engine.begin() as conn:
+    with engine_of(storage).begin() as conn:
         for name in tables:
             conn.execute(text(f"DELETE FROM {name}"))
         if storage.search_backend == "mroonga":

@@ -25,6 +25,7 @@ from bot.storage import Attachment, Filter, Storage, make_engine
 from bot.tables import content, tag
 from tests.botserver import BotServer, Mattermost, get
 from tests.conftest import wipe
+from tests.helpers import engine_of
 
 TOKEN = "hostile-input-token"
 
@@ -46,7 +47,7 @@ def mm(bot: BotServer) -> Mattermost:
 
 
 def records(storage: Storage) -> int:
-    with storage.engine.connect() as conn:
+    with engine_of(storage).connect() as conn:
         return conn.execute(select(func.count()).select_from(content)).scalar_one()
 
 
@@ -357,7 +358,7 @@ def test_the_stored_token_is_refused_once_self_registration_is_off(storage: Stor
 def test_tags_of_an_old_record_beyond_the_cap_still_fit_in_a_reply(mm: Mattermost, storage: Storage) -> None:
     owner, _ = storage.ensure_user(mm.user_id("bob"), "bob", "member")
     rid = storage.add_record(owner, "an old record from before the tag cap")
-    with storage.engine.begin() as conn:
+    with engine_of(storage).begin() as conn:
         conn.execute(insert(tag), [{"record_id": rid, "tag": f"tag-{i:04d}-" + "x" * 40} for i in range(3000)])
     shown = ok_reply(mm, "bob", f"show {rid}")
     assert "and 2970 more" in shown

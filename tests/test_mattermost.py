@@ -26,6 +26,7 @@ from bot.storage import Filter, Storage
 from bot.tables import file as file_table
 from tests.botserver import free_port
 from tests.fakes.mattermost import FakeMattermost
+from tests.helpers import engine_of
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -188,7 +189,7 @@ async def test_a_direct_message_with_a_file_becomes_a_record_with_that_file(worl
     reply = await world.fake.wait_for_post(lambda p: p["channel_id"] == dm["id"] and p["user_id"] == world.bot["id"])
     assert "Saved record" in reply["message"] and "with 1 file" in reply["message"]
     rid = int(re.search(r"#(\d+)", reply["message"]).group(1))
-    with world.storage.engine.connect() as conn:
+    with engine_of(world.storage).connect() as conn:
         files = conn.execute(select(file_table.c.mm_file_id, file_table.c.name).where(
             file_table.c.record_id == rid)).all()
     assert [tuple(f) for f in files] == [(info["id"], "df-web01.txt")]
@@ -451,7 +452,7 @@ async def test_a_share_dm_of_a_record_with_thousands_of_tags_fits_mattermosts_li
     bob = world.storage.user_by_mm_id(world.users["bob"]["id"])
     assert bob is not None
     rid = world.storage.add_record(bob, "a record from before the tag cap " + "body " * 2000)
-    with world.storage.engine.begin() as conn:
+    with engine_of(world.storage).begin() as conn:
         conn.execute(sql_insert(tag_table), [{"record_id": rid, "tag": f"t{i:04d}-" + "y" * 50} for i in range(3000)])
     _, _, shared = await world.rec("bob", f"share {rid} @carol")
     assert "They got a direct message" in shared

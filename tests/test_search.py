@@ -10,6 +10,7 @@ from bot import search
 from bot.errors import UserError
 from bot.storage import Filter, Storage
 from tests.conftest import wipe
+from tests.helpers import engine_of
 from tests.test_storage import all_pages, make_user
 
 # Small alphabets so that words of every length both match and miss; letters whose case folding
@@ -140,7 +141,7 @@ def test_short_words_scan_the_newest_records_then_use_the_index_for_older_ones(
         assert all_pages(storage, admin, Filter(words=(word,)), page=3) == expected, word
         own = sorted((rid for rid, body, by_admin in bodies if word in body and not by_admin), reverse=True)
         assert all_pages(storage, bob, Filter(words=(word,)), page=3) == own, word
-    with storage.engine.connect() as conn:
+    with engine_of(storage).connect() as conn:
         if storage.search_backend == "sqlite-fts5":
             assert search.plan_search(conn, "sqlite-fts5", ["数据"]).kind == "window"
             assert search.short_plan(conn, ["数据"]).kind == "fts"

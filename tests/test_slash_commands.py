@@ -17,6 +17,7 @@ from bot.render import ZWSP
 from bot.storage import Storage
 from bot.tables import audit, content, grant, setting, share, user
 from tests.botserver import BotServer, Mattermost, get
+from tests.helpers import engine_of
 
 TOKEN = "slash-token-for-tests"
 
@@ -42,7 +43,7 @@ def mm(server: BotServer) -> Mattermost:
 
 
 def counts(storage: Storage) -> tuple[int, ...]:
-    with storage.engine.connect() as conn:
+    with engine_of(storage).connect() as conn:
         return tuple(conn.execute(select(func.count()).select_from(t)).scalar_one()
                      for t in (user, content, grant, share, setting, audit))
 
@@ -229,7 +230,7 @@ def test_a_role_changed_by_another_process_never_widens_access_while_the_caller_
     assert "now **admin**" in mm.text("ada", "admin role @eve admin")
     bob_record = record_id(mm.text("bob", "add bob's note"))
     assert "1 record" in mm.text("eve", "find bob's")
-    with storage.engine.begin() as conn:
+    with engine_of(storage).begin() as conn:
         conn.execute(update(user).where(user.c.username == "bob").values(role="disabled"))
         conn.execute(update(user).where(user.c.username == "eve").values(role="member"))
     assert "No matches" in mm.text("bob", "find bob's")

@@ -13,12 +13,13 @@ from bot.errors import Conflict, Forbidden, NotFound, UserError
 from bot.storage import Filter, Storage, User, extract_tags
 from bot.tables import user as user_table
 from tests.conftest import wipe
+from tests.helpers import engine_of
 
 
 def make_user(storage: Storage, name: str, role: str = "member") -> User:
     created, _ = storage.ensure_user(f"mm-{name}", name)
     if role != "member":
-        with storage.engine.begin() as conn:
+        with engine_of(storage).begin() as conn:
             conn.execute(update(user_table).where(user_table.c.id == created.id).values(role=role))
     found = storage.user_by_id(created.id)
     assert found is not None
@@ -123,7 +124,7 @@ def test_a_stale_admin_object_sees_nothing_once_the_database_says_otherwise(stor
     bob = make_user(storage, "bob")
     rid = storage.add_record(bob, "bob only")
     stale = make_user(storage, "eve", "admin")
-    with storage.engine.begin() as conn:
+    with engine_of(storage).begin() as conn:
         conn.execute(update(user_table).where(user_table.c.id == stale.id).values(role="member"))
     assert stale.role == "admin"
     with pytest.raises(NotFound):
@@ -270,7 +271,7 @@ def build_world(storage: Storage, world: dict) -> tuple[list[User], list[tuple[i
     for owner, body, deleted in world["records"]:
         rid = storage.add_record(users[owner], body)
         records.append((rid, owner, body, deleted))
-    with storage.engine.begin() as conn:
+    with engine_of(storage).begin() as conn:
         for viewer, owner in set(world["grants"]):
             if viewer != owner:
                 conn.execute(text("INSERT INTO T_GRANT (viewer_id, owner_id, created_at) VALUES (:v, :o, :t)"),

@@ -1,0 +1,217 @@
+"""People: users keyed by Mattermost id (the username is a cache), roles, grants and shares."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import (
+    Connection,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from bot.errors import Conflict, NotFound, UserError
+from bot.store.db import MAX_KNOWN_USERS, Db
+from bot.store.models import (
+    ROLES,
+    User,
+    user_from_row,
+)
+from bot.store.visibility import visible
+from bot.tables import content, grant, setting, share, user
+
+
+class PeopleMixin(Db):
+    def user_by_mm_id(self, mm_user_id: str) -> User | None:
+        stmt = self._prepared(("user_by_mm",), lambda: select(user).where(user.c.mm_user_id == bindparam("mm")))
+        with self.connection() as conn:
+            row = conn.execute(stmt, {"mm": mm_user_id}).first()
+        return user_from_row(row) if row else None
+
+    def user_by_id(self, user_id: int) -> User | None:
+        with self.connection() as conn:
+            row = conn.execute(select(user).where(user.c.id == user_id)).first()
+        return user_from_row(row) if row else None
+
+    def users_by_username(self, names: Iterable[str]) -> dict[str, User]:
+        """Known users by (case-folded) username; a renamed-away name maps to its newest holder."""
+        wanted = {n.lower().lstrip("@") for n in names}
+        if not wanted:
+            return {}
+        with self.connection() as conn:
+            rows = conn.execute(
+                select(user).where(func.lower(user.c.username).in_(wanted)).order_by(user.c.updated_at)
+            ).all()
+        return {row.username.lower(): user_from_row(row) for row in rows}
+
+    def ensure_user(self, mm_user_id: str, username: str, role_if_new: str = "member",
+                    max_age: float = 0.0) -> tuple[User, bool]:
+        """The user with this Mattermost id, created if new; the username is refreshed. Returns (user, created).
+
+        With max_age, a row this process read at most that many seconds ago may answer (a changed
+        username always reads again). A stale role cannot widen access: every statement that reads or
+        writes records, and every admin action, re-reads the role in SQL. This process's own role
+        changes drop the copies at once.
+        """
+        if role_if_new not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}")
+        known = self._known_users.get(mm_user_id)
+        if max_age and known and time.monotonic() - known[0] < max_age and known[1].username == username:
+            return known[1], False
+        found, created = self._ensure_user(mm_user_id, username, role_if_new)
+        if len(self._known_users) >= MAX_KNOWN_USERS:
+            self._known_users.clear()
+        self._known_users[mm_user_id] = (time.monotonic(), found)
+        return found, created
+
+    def _ensure_user(self, mm_user_id: str, username: str, role_if_new: str) -> tuple[User, bool]:
+        now = self.clock()
+        existing = self.user_by_mm_id(mm_user_id)
+        if existing:
+            if existing.username != username:
+                with self.transaction() as conn:
+                    conn.execute(update(user).where(user.c.id == existing.id)
+                                 .values(username=username, updated_at=now))
+                return self.user_by_mm_id(mm_user_id) or existing, False
+            return existing, False
+        created = True
+        try:
+            with self.transaction() as conn:
+                conn.execute(insert(user).values(
+                    mm_user_id=mm_user_id, username=username, role=role_if_new, created_at=now, updated_at=now))
+        except IntegrityError:
+            created = False  # another request registered the same user first; theirs is as good as ours
+        found = self.user_by_mm_id(mm_user_id)
+        assert found is not None
+        return found, created
+
+    def set_role(self, actor: User, target_id: int, role: str) -> User:
+        if role not in ROLES:
+            raise UserError(f"'{role}' is not a role; use admin, member or disabled")
+        with self.transaction() as conn:
+            self._require_admin(conn, actor)
+            target = conn.execute(select(user).where(user.c.id == target_id)).first()
+            if target is None:
+                raise NotFound("that user is not known to recbot yet; they must use /rec once first")
+            if target.role == "admin" and role != "admin":
+                admins = conn.execute(select(func.count()).select_from(user).where(user.c.role == "admin")).scalar_one()
+                if admins <= 1:
+                    raise Conflict("that is the last admin; make someone else admin first")
+            conn.execute(update(user).where(user.c.id == target_id).values(role=role, updated_at=self.clock()))
+            self._audit(conn, actor, "role", f"@{target.username}: {target.role} -> {role}")
+        self._known_users.clear()
+        found = self.user_by_id(target_id)
+        assert found is not None
+        return found
+
+    def promote_listed_admin(self, target: User, name: str) -> User:
+        """Make a newly registered account named in config `admins` an admin, once per listed name.
+
+        The first account to claim a listed name keeps it (kept in T_SETTING); an account that takes
+        the name later stays what registration made it.
+        """
+        claim = f"admins.claimed.{name.lower()}"
+        with self.transaction() as conn:
+            holder = conn.execute(select(setting.c.value).where(setting.c.name == claim).with_for_update()).scalar()
+            if holder is not None and holder != target.mm_user_id:
+                self._audit(conn, None, "role", f"@{target.username} ({target.mm_user_id}) not made admin: "
+                                                f"config admins' {name} was claimed by {holder}")
+                return target
+            if holder is None:
+                conn.execute(insert(setting).values(name=claim, value=target.mm_user_id, updated_by=None,
+                                                    updated_at=self.clock()))
+            self._promote(conn, target, "config admins, at registration")
+        self._known_users.pop(target.mm_user_id, None)
+        self._settings_cache = None
+        return self.user_by_id(target.id) or target
+
+    def promote(self, target: User, why: str) -> User:
+        """Make a user admin outside a command (the local shell's --admin): one audited call, the
+        same one config admins go through, so the user cache and the audit log always see it."""
+        with self.transaction() as conn:
+            self._promote(conn, target, why)
+        self._known_users.pop(target.mm_user_id, None)
+        return self.user_by_id(target.id) or target
+
+    def _promote(self, conn: Connection, target: User, why: str) -> None:
+        changed = conn.execute(update(user).where(user.c.id == target.id, user.c.role != "admin")
+                               .values(role="admin", updated_at=self.clock())).rowcount
+        if changed:
+            self._audit(conn, None, "role", f"@{target.username}: {target.role} -> admin ({why})")
+
+    def users_with_counts(self, actor: User) -> list[tuple[User, int]]:
+        """Every known user and the number of their records not deleted (admins only)."""
+        counts = (select(content.c.owner_id, func.count().label("n"))
+                  .where(content.c.deleted_at.is_(None)).group_by(content.c.owner_id).subquery())
+        with self.connection() as conn:
+            self._require_admin(conn, actor)
+            rows = conn.execute(
+                select(user, func.coalesce(counts.c.n, 0).label("n"))
+                .outerjoin(counts, counts.c.owner_id == user.c.id).order_by(func.lower(user.c.username))
+            ).all()
+        return [(user_from_row(r), int(r.n)) for r in rows]
+
+    def grant(self, actor: User, viewer_id: int, owner_ids: Sequence[int]) -> int:
+        """Let the viewer see every record of each owner; returns how many grants were new."""
+        now = self.clock()
+        with self.transaction() as conn:
+            self._require_admin(conn, actor)
+            new = 0
+            for owner_id in dict.fromkeys(owner_ids):
+                if owner_id == viewer_id:
+                    continue
+                new += conn.execute(self._insert_ignore(grant).values(
+                    viewer_id=viewer_id, owner_id=owner_id, granted_by=actor.id, created_at=now)).rowcount
+            names = self._names(conn, [viewer_id, *owner_ids])
+            self._audit(conn, actor, "grant",
+                        f"@{names[viewer_id]} may see " + ", ".join(f"@{names[o]}" for o in owner_ids))
+        return new
+
+    def revoke(self, actor: User, viewer_id: int, owner_ids: Sequence[int]) -> int:
+        """Take grants back; returns how many existed."""
+        with self.transaction() as conn:
+            self._require_admin(conn, actor)
+            gone = conn.execute(delete(grant).where(grant.c.viewer_id == viewer_id,
+                                                    grant.c.owner_id.in_(list(owner_ids)))).rowcount
+            names = self._names(conn, [viewer_id, *owner_ids])
+            self._audit(conn, actor, "revoke",
+                        f"@{names[viewer_id]} no longer sees " + ", ".join(f"@{names[o]}" for o in owner_ids))
+        return gone
+
+    def _names(self, conn: Connection, ids: Sequence[int]) -> dict[int, str]:
+        rows = conn.execute(select(user.c.id, user.c.username).where(user.c.id.in_(list(ids)))).all()
+        return {r.id: r.username for r in rows}
+
+    def perms(self, actor: User, user_id: int) -> tuple[list[User], list[User]]:
+        """(whose records the user may see by grant, who may see the user's records by grant)."""
+        with self.connection() as conn:
+            self._require_admin(conn, actor)
+            sees = conn.execute(select(user).join(grant, grant.c.owner_id == user.c.id)
+                                .where(grant.c.viewer_id == user_id).order_by(user.c.username)).all()
+            seen = conn.execute(select(user).join(grant, grant.c.viewer_id == user.c.id)
+                                .where(grant.c.owner_id == user_id).order_by(user.c.username)).all()
+        return [user_from_row(r) for r in sees], [user_from_row(r) for r in seen]
+
+    def share(self, actor: User, record_id: int, user_ids: Sequence[int]) -> list[int]:
+        """Let each user see this one record (the actor must see it); returns the newly added ids."""
+        now = self.clock()
+        added: list[int] = []
+        with self.transaction() as conn:
+            self._load_for_change(conn, actor, record_id)
+            for uid in dict.fromkeys(user_ids):
+                visible_to_actor = select(literal(uid), literal(record_id), literal(actor.id), literal(now)).where(
+                    exists().where(content.c.id == record_id, visible(actor.role)))
+                n = conn.execute(self._insert_ignore(share).from_select(
+                    ["user_id", "record_id", "shared_by", "created_at"], visible_to_actor),
+                    {"viewer_id": actor.id}).rowcount
+                if n:
+                    added.append(uid)
+        return added
