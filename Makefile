@@ -23,6 +23,7 @@ run: install
 
 test: install-test
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest
 
 bench: install-test

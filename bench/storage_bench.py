@@ -842,8 +842,10 @@ def code_version() -> str:
     """Which recbot code was measured: the commit, and a digest of the storage and search modules as they are."""
     root = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()
-    for name in ("bot/storage.py", "bot/search.py", "bot/tables.py"):
-        digest.update((root / name).read_bytes())
+    files = [root / "bot/storage.py", root / "bot/tables.py", *sorted((root / "bot/store").glob("*.py")),
+             *sorted((root / "bot/search").glob("*.py"))]
+    for path in files:
+        digest.update(path.read_bytes())
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
                               check=True).stdout.strip()

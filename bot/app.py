@@ -208,7 +208,8 @@ async def _connect_mattermost(app: web.Application) -> None:
     """Log in (retrying while Mattermost is down; slash commands are served meanwhile), register /rec,
     then listen for direct messages."""
     services = app[SERVICES]
-    gateway: Gateway = services.gateway
+    gateway = services.gateway
+    assert gateway is not None  # started only when one is configured
     delay = 2.0
     while True:
         me = await gateway.start()
@@ -303,8 +304,9 @@ def build_app(services: Services, dispatcher: Dispatcher | None = None, *, threa
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if app[SERVICES].gateway is not None:
-            await app[SERVICES].gateway.close()
+        gateway = app[SERVICES].gateway
+        if gateway is not None:
+            await gateway.close()
         later = list(app[STATE].get("later", ()))
         if later:
             # Late answers get a few seconds to go out; a response_url that hangs must not hold the stop.

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.alerts.sampler import Sampler
 from bot.config import Config
 from bot.errors import NotFound
 from bot.mattermost.slash import SlashRequest
-from bot.storage import Storage, User, utcnow
+from bot.storage import Storage, User
+
+if TYPE_CHECKING:
+    from bot.alerts.service import Alerts
+    from bot.mattermost.gateway import Gateway
 
 
 @dataclass(frozen=True)
@@ -29,9 +32,8 @@ class Services:
 
     storage: Storage
     config: Config
-    gateway: Any = None  # the Mattermost gateway, when one is configured
-    alerts: Any = None  # the disk alerts, when alerts.channel is configured
-    clock: Callable[[], datetime] = utcnow
+    gateway: Gateway | None = None  # the Mattermost gateway, when one is configured
+    alerts: Alerts | None = None  # the disk alerts, when alerts.channel is configured
     sampler: Sampler = field(default_factory=Sampler)  # reads watched disks with a timeout
 
 

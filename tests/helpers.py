@@ -3,12 +3,46 @@ role changed by another process, rows from before a limit existed) and for count
 
 from __future__ import annotations
 
-from sqlalchemy import Engine
+from typing import Any
+
+from sqlalchemy import Engine, Table, func, insert, select, update
 
 from bot.storage import Storage
+from bot.tables import metadata
 
 
 def engine_of(storage: Storage) -> Engine:
     """The store's own engine: product code never reaches it from outside the store; tests may,
     through here only."""
     return storage._engine
+
+
+def _table(name: str) -> Table:
+    return metadata.tables[name]
+
+
+def count_rows(storage: Storage, *tables: str) -> tuple[int, ...]:
+    """How many rows each named table (T_CONTENT, T_USER, ...) holds."""
+    with engine_of(storage).connect() as conn:
+        return tuple(conn.execute(select(func.count()).select_from(_table(t))).scalar_one() for t in tables)
+
+
+def rows(storage: Storage, table: str, **equal: object) -> list[Any]:
+    """The rows of a table whose columns equal the given values."""
+    t = _table(table)
+    with engine_of(storage).connect() as conn:
+        return list(conn.execute(select(t).where(*(t.c[k] == v for k, v in equal.items()))).all())
+
+
+def insert_rows(storage: Storage, table: str, values: list[dict[str, Any]]) -> None:
+    """Rows no command would write now (from before a limit existed, say)."""
+    with engine_of(storage).begin() as conn:
+        conn.execute(insert(_table(table)), values)
+
+
+def set_role_directly(storage: Storage, role: str, *, user_id: int | None = None, username: str | None = None) -> None:
+    """A role changed behind this process's back (another process, or a DBA), with no audit."""
+    t = _table("T_USER")
+    where = t.c.id == user_id if user_id is not None else t.c.username == username
+    with engine_of(storage).begin() as conn:
+        conn.execute(update(t).where(where).values(role=role))

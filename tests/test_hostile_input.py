@@ -15,17 +15,15 @@ from dataclasses import replace
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, insert, select
 from sqlalchemy.exc import OperationalError
 
 from bot.app import COMMAND_TOKEN_SETTING
 from bot.config import Config, DatabaseConfig, MattermostConfig
 from bot.context import Services
 from bot.storage import Attachment, Filter, Storage, make_engine
-from bot.tables import content, tag
 from tests.botserver import BotServer, Mattermost, get
 from tests.conftest import wipe
-from tests.helpers import engine_of
+from tests.helpers import count_rows, insert_rows
 
 TOKEN = "hostile-input-token"
 
@@ -47,8 +45,7 @@ def mm(bot: BotServer) -> Mattermost:
 
 
 def records(storage: Storage) -> int:
-    with engine_of(storage).connect() as conn:
-        return conn.execute(select(func.count()).select_from(content)).scalar_one()
+    return count_rows(storage, "T_CONTENT")[0]
 
 
 def ok_reply(mm: Mattermost, user: str, text: str) -> str:
@@ -358,8 +355,7 @@ def test_the_stored_token_is_refused_once_self_registration_is_off(storage: Stor
 def test_tags_of_an_old_record_beyond_the_cap_still_fit_in_a_reply(mm: Mattermost, storage: Storage) -> None:
     owner, _ = storage.ensure_user(mm.user_id("bob"), "bob", "member")
     rid = storage.add_record(owner, "an old record from before the tag cap")
-    with engine_of(storage).begin() as conn:
-        conn.execute(insert(tag), [{"record_id": rid, "tag": f"tag-{i:04d}-" + "x" * 40} for i in range(3000)])
+    insert_rows(storage, "T_TAG", [{"record_id": rid, "tag": f"tag-{i:04d}-" + "x" * 40} for i in range(3000)])
     shown = ok_reply(mm, "bob", f"show {rid}")
     assert "and 2970 more" in shown
 

@@ -16,17 +16,15 @@ import pytest
 from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
 
 from bot.app import COMMAND_TOKEN_SETTING, build_app
 from bot.config import Config, MattermostConfig, ServerConfig
 from bot.context import Services
 from bot.mattermost.gateway import Gateway
 from bot.storage import Filter, Storage
-from bot.tables import file as file_table
 from tests.botserver import free_port
 from tests.fakes.mattermost import FakeMattermost
-from tests.helpers import engine_of
+from tests.helpers import insert_rows, rows
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -189,10 +187,8 @@ async def test_a_direct_message_with_a_file_becomes_a_record_with_that_file(worl
     reply = await world.fake.wait_for_post(lambda p: p["channel_id"] == dm["id"] and p["user_id"] == world.bot["id"])
     assert "Saved record" in reply["message"] and "with 1 file" in reply["message"]
     rid = int(re.search(r"#(\d+)", reply["message"]).group(1))
-    with engine_of(world.storage).connect() as conn:
-        files = conn.execute(select(file_table.c.mm_file_id, file_table.c.name).where(
-            file_table.c.record_id == rid)).all()
-    assert [tuple(f) for f in files] == [(info["id"], "df-web01.txt")]
+    files = rows(world.storage, "T_FILE", record_id=rid)
+    assert [(f.mm_file_id, f.name) for f in files] == [(info["id"], "df-web01.txt")]
     _, _, shown = await world.rec("bob", f"show {rid}")
     assert f"[df-web01.txt]({world.fake.base_url}/api/v4/files/{info['id']})" in shown
     # The bot's own reply came back over the WebSocket too, and was not taken for a record.
@@ -444,16 +440,11 @@ async def test_config_admins_apply_at_registration_and_a_demotion_sticks(world: 
 
 
 async def test_a_share_dm_of_a_record_with_thousands_of_tags_fits_mattermosts_limit(world: World) -> None:
-    from sqlalchemy import insert as sql_insert
-
-    from bot.tables import tag as tag_table
-
     await world.rec("bob", "help")
     bob = world.storage.user_by_mm_id(world.users["bob"]["id"])
     assert bob is not None
     rid = world.storage.add_record(bob, "a record from before the tag cap " + "body " * 2000)
-    with engine_of(world.storage).begin() as conn:
-        conn.execute(sql_insert(tag_table), [{"record_id": rid, "tag": f"t{i:04d}-" + "y" * 50} for i in range(3000)])
+    insert_rows(world.storage, "T_TAG", [{"record_id": rid, "tag": f"t{i:04d}-" + "y" * 50} for i in range(3000)])
     _, _, shared = await world.rec("bob", f"share {rid} @carol")
     assert "They got a direct message" in shared
     dm = world.fake.direct_channel(world.bot["id"], world.users["carol"]["id"])

@@ -9,15 +9,13 @@ from dataclasses import replace
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
 
 from bot.config import Config, MattermostConfig
 from bot.context import Services
 from bot.render import ZWSP
 from bot.storage import Storage
-from bot.tables import audit, content, grant, setting, share, user
 from tests.botserver import BotServer, Mattermost, get
-from tests.helpers import engine_of
+from tests.helpers import count_rows, set_role_directly
 
 TOKEN = "slash-token-for-tests"
 
@@ -43,9 +41,7 @@ def mm(server: BotServer) -> Mattermost:
 
 
 def counts(storage: Storage) -> tuple[int, ...]:
-    with engine_of(storage).connect() as conn:
-        return tuple(conn.execute(select(func.count()).select_from(t)).scalar_one()
-                     for t in (user, content, grant, share, setting, audit))
+    return count_rows(storage, "T_USER", "T_CONTENT", "T_GRANT", "T_SHARE", "T_SETTING", "T_AUDIT")
 
 
 def record_id(reply: str) -> int:
@@ -224,15 +220,13 @@ def test_a_role_changed_by_another_process_never_widens_access_while_the_caller_
         mm: Mattermost, storage: Storage) -> None:
     # Another server.workers process (here: a direct UPDATE) changes roles while this process still
     # remembers the callers for IDENTITY_MAX_AGE: the SQL and the admin gate must read them afresh.
-    from sqlalchemy import update
 
     mm.text("eve", "help")
     assert "now **admin**" in mm.text("ada", "admin role @eve admin")
     bob_record = record_id(mm.text("bob", "add bob's note"))
     assert "1 record" in mm.text("eve", "find bob's")
-    with engine_of(storage).begin() as conn:
-        conn.execute(update(user).where(user.c.username == "bob").values(role="disabled"))
-        conn.execute(update(user).where(user.c.username == "eve").values(role="member"))
+    set_role_directly(storage, "disabled", username="bob")
+    set_role_directly(storage, "member", username="eve")
     assert "No matches" in mm.text("bob", "find bob's")
     assert "disabled" in mm.text("bob", "add one more")
     assert "does not exist or you cannot see it" in mm.text("bob", f"show {bob_record}")

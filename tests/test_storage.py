@@ -7,20 +7,18 @@ from datetime import date, datetime, timedelta
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import text, update
+from sqlalchemy import text
 
 from bot.errors import Conflict, Forbidden, NotFound, UserError
 from bot.storage import Filter, Storage, User, extract_tags
-from bot.tables import user as user_table
 from tests.conftest import wipe
-from tests.helpers import engine_of
+from tests.helpers import engine_of, set_role_directly
 
 
 def make_user(storage: Storage, name: str, role: str = "member") -> User:
     created, _ = storage.ensure_user(f"mm-{name}", name)
     if role != "member":
-        with engine_of(storage).begin() as conn:
-            conn.execute(update(user_table).where(user_table.c.id == created.id).values(role=role))
+        set_role_directly(storage, role, user_id=created.id)
     found = storage.user_by_id(created.id)
     assert found is not None
     return found
@@ -124,8 +122,7 @@ def test_a_stale_admin_object_sees_nothing_once_the_database_says_otherwise(stor
     bob = make_user(storage, "bob")
     rid = storage.add_record(bob, "bob only")
     stale = make_user(storage, "eve", "admin")
-    with engine_of(storage).begin() as conn:
-        conn.execute(update(user_table).where(user_table.c.id == stale.id).values(role="member"))
+    set_role_directly(storage, "member", user_id=stale.id)
     assert stale.role == "admin"
     with pytest.raises(NotFound):
         storage.get_record(stale, rid)
@@ -285,8 +282,8 @@ def build_world(storage: Storage, world: dict) -> tuple[list[User], list[tuple[i
             if deleted:
                 conn.execute(text("UPDATE T_CONTENT SET deleted_at = :t WHERE id = :r"),
                              {"t": datetime(2026, 1, 2), "r": rid})
-        for u, role in zip(users, world["roles"], strict=True):
-            conn.execute(update(user_table).where(user_table.c.id == u.id).values(role=role))
+    for u, role in zip(users, world["roles"], strict=True):
+        set_role_directly(storage, role, user_id=u.id)
     return [storage.user_by_id(u.id) for u in users], records  # type: ignore[misc]
 
 

@@ -16,13 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
 
 from bot import migrate
-from bot.storage import make_engine
-from bot.tables import content
+from bot.storage import Storage, make_engine
 from tests.botserver import Mattermost, free_port
 from tests.fakes.mattermost import FakeMattermost
+from tests.helpers import count_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "workertoken"
@@ -94,12 +93,11 @@ def migrated(db_url: str) -> Iterator[str]:
 
 
 def count_records(url: str) -> int:
-    engine = make_engine(url)
+    storage = Storage(make_engine(url))
     try:
-        with engine.connect() as conn:
-            return conn.execute(select(func.count()).select_from(content)).scalar_one()
+        return count_rows(storage, "T_CONTENT")[0]
     finally:
-        engine.dispose()
+        storage.dispose()
 
 
 def test_two_workers_answer_on_one_port_and_stop_together(migrated: str, tmp_path: Path) -> None:

@@ -51,9 +51,9 @@ def usage_chart(title: str, usage: Sequence[tuple[str, float]], trend: Sequence[
     x0, y0, x1, y1 = 400, 60, WIDTH - 20, HEIGHT - 40
     draw.rectangle((x0, y0, x1, y1), outline=GRID)
     for level, colour in ((warn, WARN), (critical, CRIT)):
-        y = y1 - (y1 - y0) * level / 100
-        draw.line((x0, y, x1, y), fill=colour, width=1)
-        draw.text((x0 - 34, y - 7), f"{level:.0f}%", fill=colour, font=small)
+        line_y = y1 - (y1 - y0) * level / 100
+        draw.line((x0, line_y, x1, line_y), fill=colour, width=1)
+        draw.text((x0 - 34, line_y - 7), f"{level:.0f}%", fill=colour, font=small)
     start = now - timedelta(hours=24)
     points = [
         (x0 + (x1 - x0) * max(0.0, (at - start).total_seconds()) / 86400, y1 - (y1 - y0) * min(p, 100.0) / 100)
@@ -62,8 +62,8 @@ def usage_chart(title: str, usage: Sequence[tuple[str, float]], trend: Sequence[
     if len(points) >= 2:
         draw.line(points, fill=(13, 110, 253), width=2)
     elif points:
-        x, y = points[0]
-        draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=(13, 110, 253))
+        px, py = points[0]
+        draw.ellipse((px - 3, py - 3, px + 3, py + 3), fill=(13, 110, 253))
     label = f"last 24 h: {usage[0][0][-30:]}" if usage else "last 24 h"
     draw.text((x0, y0 - 20), label, fill=FG, font=small)
     draw.text((x0, y1 + 6), "-24 h", fill=FG, font=small)

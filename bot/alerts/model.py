@@ -12,8 +12,6 @@ from bot import settings
 from bot.alerts.text import alert_text
 
 Level = Literal["ok", "warning", "critical", "unreadable"]
-Kind = Literal["space", "inodes", "read"]
-Reason = Literal["change", "repeat", "resolved"]
 StateKey = tuple[str, str]
 
 OK: Level = "ok"
@@ -22,7 +20,6 @@ CRITICAL: Level = "critical"
 UNREADABLE: Level = "unreadable"
 
 LEVELS: tuple[str, ...] = (OK, WARNING, CRITICAL, UNREADABLE)
-KINDS: tuple[str, ...] = ("space", "inodes", "read")
 PROBLEM_LEVELS: frozenset[str] = frozenset({WARNING, CRITICAL, UNREADABLE})
 
 FORECAST_WINDOW = timedelta(hours=1)
@@ -33,7 +30,7 @@ FORECAST_MIN_SAMPLES = 3
 # far below 0.1 only absorbs the float error of `threshold - hysteresis` (80 - 2.1 != 77.9).
 _EPSILON = 1e-9
 
-_LEVEL_RANK = {OK: 0, WARNING: 1, CRITICAL: 2}
+_LEVEL_RANK: dict[str, int] = {OK: 0, WARNING: 1, CRITICAL: 2}
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 

@@ -240,7 +240,8 @@ class Alerts:
         episode, issued = context.get("episode"), context.get("issued")
         if context.get("host") != self.host:
             return 200, f"That alert belongs to host {context.get('host')}; its own recbot handles it."
-        if not isinstance(episode, int) or not isinstance(issued, int) or action not in ("ack", "snooze"):
+        if not isinstance(episode, int) or not isinstance(issued, int) or action not in ("ack", "snooze") \
+                or not isinstance(path, str) or not isinstance(kind, str):
             return 400, "This button is from an older recbot; use the buttons on the newest alert."
         now = self.clock()
         age = now - datetime.fromtimestamp(issued, UTC)

@@ -8,7 +8,7 @@ it was sampling cannot post twice.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,6 +29,11 @@ def _naive(moment: datetime | None) -> datetime | None:
 
 def _aware(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment is not None else None
+
+
+def _utc(moment: datetime) -> datetime:
+    """A stored (naive UTC) time that is never NULL, as an aware one."""
+    return moment.replace(tzinfo=UTC)
 
 
 def new_post_key() -> str:
@@ -119,7 +124,7 @@ class AlertStore:
         with self.storage.connection() as conn:
             row = conn.execute(select(lease.c.holder, lease.c.expires_at)
                                .where(lease.c.name == self.lease_name)).first()
-        return (row.holder, _aware(row.expires_at)) if row else None  # type: ignore[return-value]
+        return (row.holder, _utc(row.expires_at)) if row else None
 
     # ---- state and samples ---------------------------------------------------------------------
 
@@ -138,7 +143,7 @@ class AlertStore:
                 .where(sample.c.host == self.host, sample.c.path.in_(list(out)), sample.c.at >= _naive(since))
                 .order_by(sample.c.path, sample.c.at)).all()
         for r in rows:
-            out[r.path].append((_aware(r.at), r.used_percent))  # type: ignore[arg-type]
+            out[r.path].append((_utc(r.at), r.used_percent))
         return out
 
     def commit_check(self, holder: str, fencing: int, samples: Sequence[Sample],
@@ -174,7 +179,8 @@ class AlertStore:
                     post_key=new_post_key()))
             conn.execute(delete(sample).where(sample.c.host == self.host, sample.c.at < _naive(now - SAMPLE_KEEP)))
 
-    def update_state(self, path: str, kind: str, change: object, now: datetime) -> PathState | None:
+    def update_state(self, path: str, kind: str, change: Callable[[PathState], PathState],
+                     now: datetime) -> PathState | None:
         """Apply `change(state) -> state` (acknowledge, snooze) to one stored state; None if unknown."""
         with self.storage.transaction() as conn:
             row = conn.execute(select(alert_state).where(
@@ -183,7 +189,7 @@ class AlertStore:
             if row is None:
                 return None
             old = _state(row)
-            new = change(old)  # type: ignore[operator]
+            new = change(old)
             conn.execute(update(alert_state).where(
                 alert_state.c.host == self.host, alert_state.c.path == path, alert_state.c.kind == kind)
                 .values(acknowledged=new.acknowledged, snoozed_until=_naive(new.snoozed_until), updated_at=_naive(now)))
@@ -265,7 +271,7 @@ class AlertStore:
             r = conn.execute(select(alert_health).where(alert_health.c.host == self.host)).first()
         if r is None:
             return None
-        return Health(_aware(r.last_check_at), _aware(r.last_ok_at), r.last_error,  # type: ignore[arg-type]
+        return Health(_utc(r.last_check_at), _aware(r.last_ok_at), r.last_error,
                       r.failures, bool(r.failing_posted))
 
     def save_health(self, health: Health) -> None:

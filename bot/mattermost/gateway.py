@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import mimetypes
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -263,10 +263,10 @@ class Gateway:
 
     # ---- blocking wrappers for worker threads -------------------------------------------------
 
-    def _call(self, coro: Awaitable[Any], doing: str) -> Any:
+    def _call(self, coro: Coroutine[Any, Any, Any], doing: str) -> Any:
         if self.loop is None:
             raise GatewayError(f"{doing}: the Mattermost connection is not started")
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
             return future.result(CALL_TIMEOUT + 5)
         except GatewayError:

@@ -27,8 +27,6 @@ from sqlalchemy.exc import DBAPIError
 
 log = logging.getLogger(__name__)
 
-# Appended to the indexed copy only; never typed by users (it is a control character).
-SENTINEL = "\x01\x01"
 FTS_TABLE = "T_CONTENT_FTS"
 FTS_VOCAB = "T_CONTENT_FTS_VOCAB"
 MROONGA_TABLE = "T_CONTENT_FT"

@@ -34,7 +34,7 @@ from bot.tables import audit, setting, user
 try:
     import fcntl
 except ImportError:  # Windows has no flock: there only the threads of one process queue
-    fcntl = None  # type: ignore[assignment]
+    fcntl = None  # type: ignore[assignment]  # the module, or None where it does not exist
 
 MAX_SHAPES = 512
 MAX_KNOWN_USERS = 10_000

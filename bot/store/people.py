@@ -25,7 +25,7 @@ from bot.store.models import (
     User,
     user_from_row,
 )
-from bot.store.visibility import visible
+from bot.store.visibility import load_visible, visible
 from bot.tables import content, grant, setting, share, user
 
 
@@ -205,7 +205,7 @@ class PeopleMixin(Db):
         now = self.clock()
         added: list[int] = []
         with self.transaction() as conn:
-            self._load_for_change(conn, actor, record_id)
+            load_visible(conn, actor, record_id)
             for uid in dict.fromkeys(user_ids):
                 visible_to_actor = select(literal(uid), literal(record_id), literal(actor.id), literal(now)).where(
                     exists().where(content.c.id == record_id, visible(actor.role)))

@@ -35,7 +35,7 @@ from bot.store.models import (
     User,
     extract_tags,
 )
-from bot.store.visibility import editable, visible
+from bot.store.visibility import editable, load_visible, visible
 from bot.tables import content, revision, tag, user
 from bot.tables import file as file_table
 
@@ -136,7 +136,7 @@ class RecordsMixin(SearchMixin):
             for rid, t in conn.execute(tags_of, {"ids": ids}):
                 tags[rid].append(t)
             if with_revisions:
-                revs = dict(conn.execute(  # type: ignore[arg-type]
+                revs = dict(conn.execute(
                     select(revision.c.record_id, func.count()).where(revision.c.record_id.in_(ids))
                     .group_by(revision.c.record_id)).all())
                 for f in conn.execute(select(file_table).where(file_table.c.record_id.in_(ids))
@@ -204,22 +204,13 @@ class RecordsMixin(SearchMixin):
             ).all()
         return [Revision(r.id, r.body, r.username, r.edited_at) for r in rows]
 
-    def _load_for_change(self, conn: Connection, actor: User, record_id: int) -> Any:
-        row = conn.execute(
-            select(content.c.id, content.c.owner_id, content.c.body)
-            .where(content.c.id == record_id, visible(actor.role)), {"viewer_id": actor.id}
-        ).first()
-        if row is None:
-            raise NotFound(f"record {record_id} does not exist or you cannot see it; try /rec find or /rec list")
-        return row
-
     def edit_record(self, actor: User, record_id: int, body: str) -> Record:
         """Replace the text (owner or admin); the old text is kept as a revision."""
         self._check_body(body)
         folded = search.fold(body)
         now = self.clock()
         with self.transaction() as conn:
-            row = self._load_for_change(conn, actor, record_id)
+            row = load_visible(conn, actor, record_id)
             if row.body == body:
                 raise Conflict(f"record {record_id} already has exactly that text; nothing changed")
             result = conn.execute(
@@ -240,7 +231,7 @@ class RecordsMixin(SearchMixin):
         """Soft delete (owner or admin); an admin can restore it."""
         now = self.clock()
         with self.transaction() as conn:
-            row = self._load_for_change(conn, actor, record_id)
+            row = load_visible(conn, actor, record_id)
             result = conn.execute(
                 update(content)
                 .where(content.c.id == record_id, content.c.deleted_at.is_(None), editable(actor))

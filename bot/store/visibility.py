@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import (
+    Connection,
     and_,
     bindparam,
     exists,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     select,
 )
 
+from bot.errors import NotFound
 from bot.store.models import (
     User,
 )
@@ -32,7 +34,7 @@ def visible(role: str) -> Any:
     (demoted, disabled) can never see more than the database says it may.
     """
     me = user.alias("viewer")
-    viewer_id = bindparam("viewer_id")
+    viewer_id: Any = bindparam("viewer_id")
     not_deleted = content.c.deleted_at.is_(None)
     if role == "admin":
         return and_(not_deleted, exists().where(me.c.id == viewer_id, me.c.role == "admin"))
@@ -61,3 +63,14 @@ def editable(actor: User) -> Any:
              exists().where(me.c.id == actor.id, me.c.role.in_(("admin", "member")))),
         exists().where(me.c.id == actor.id, me.c.role == "admin"),
     )
+
+
+def load_visible(conn: Connection, actor: User, record_id: int) -> Any:
+    """The record's row if the actor may see it; else NotFound (a hidden record is as good as absent)."""
+    row = conn.execute(
+        select(content.c.id, content.c.owner_id, content.c.body)
+        .where(content.c.id == record_id, visible(actor.role)), {"viewer_id": actor.id}
+    ).first()
+    if row is None:
+        raise NotFound(f"record {record_id} does not exist or you cannot see it; try /rec find or /rec list")
+    return row
