@@ -20,7 +20,8 @@ from bot.alerts.service import Alerts
 from bot.commands import dispatcher as build_dispatcher
 from bot.config import Config
 from bot.context import Reply, Services
-from bot.dispatch import Dispatcher, Outcome, Result
+from bot.dispatch import BUTTON, Dispatcher, Event, Outcome, Result
+from bot.errors import Forbidden, NotFound
 from bot.mattermost.direct import DirectMessages
 from bot.mattermost.gateway import Gateway, GatewayError
 from bot.mattermost.slash import SlashRequest, command_response, token_ok
@@ -176,8 +177,25 @@ async def action(request: web.Request) -> web.Response:
             raise ValueError("no context object or no user_id")
     except (ValueError, LookupError, RecursionError):  # bad charset, not JSON, nested past reason, wrong shape
         return web.json_response({"ephemeral_text": "The request is not a Mattermost button click."}, status=400)
-    status, text = await asyncio.get_running_loop().run_in_executor(request.app[POOL], alerts.act, context, user_id)
-    return web.json_response({"ephemeral_text": text}, status=status)
+    # Mattermost sends the clicker's name too, but only the id is its word; the name is a label.
+    name = str(body.get("user_name") or "")
+    event = Event(SlashRequest(user_id=user_id, user_name=name, text=""), source=BUTTON, context=context)
+    started = time.perf_counter()
+    result: Result = await asyncio.get_running_loop().run_in_executor(
+        request.app[POOL], request.app[DISPATCHER].handle, request.app[SERVICES], event)
+    request.app[METRICS].observe(result.command, result.outcome, time.perf_counter() - started)
+    return web.json_response({"ephemeral_text": result.reply.text}, status=_status_of(result))
+
+
+def _status_of(result: Result) -> int:
+    """An outcome in HTTP terms (only the button endpoint answers in status codes)."""
+    if result.outcome == Outcome.OK:
+        return 200
+    if result.outcome == Outcome.ERROR:
+        return 500
+    if result.error is Forbidden:
+        return 403
+    return 404 if result.error is NotFound else 400
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -232,7 +250,7 @@ async def _connect_mattermost(app: web.Application) -> None:
             log.info("/%s command %s", services.config.mattermost.trigger, what)
         except GatewayError as exc:
             log.warning("mattermost: %s; serving with mattermost.slash_tokens only", exc)
-    gateway.listen(DirectMessages(services, app[DISPATCHER], gateway, app[POOL]))
+    gateway.listen(DirectMessages(services, app[DISPATCHER], gateway, app[POOL], app[METRICS]))
 
 
 def pool_size(dialect: str) -> int:

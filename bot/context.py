@@ -44,6 +44,7 @@ class Context:
     caller: User
     settings: dict[str, float]
     commands: Sequence[Any] = field(default_factory=tuple)  # the command table, for help
+    event: Any = None  # the Event itself (a button's context, a DM's files)
 
     @property
     def storage(self) -> Storage:

@@ -1,23 +1,28 @@
-"""The command table, routing, identity and the one error hook.
+"""One way in for every event: a slash command, a direct message to the bot, a click on an alert button.
 
-Modelled on Bolt's flow (verify -> parse -> route -> handle -> reply) and aiogram's explicit routers:
-each commands module owns a Router; the table built from them both routes and generates /rec help.
+Each door (the HTTP endpoints, the WebSocket, the shell) verifies what it must (the token, the JSON)
+and hands an Event in. Then, as in Bolt: identify -> role gate -> settings (the middleware chain, in
+that order) -> route -> handle -> reply, with one error hook, `on_error`, that gives every failure one
+reply and one log line with a ref. As in aiogram, each commands module owns a Router; the admin
+commands are a sub-router behind an admin guard, and the one table both routes and generates help.
+What an outcome means in HTTP is the door's business, not the handler's.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from bot import settings as runtime_settings
 from bot.context import Context, Reply, Services
-from bot.errors import Forbidden, UserError
+from bot.errors import Forbidden, NotFound, UserError
 from bot.mattermost.slash import SlashRequest
 from bot.metrics import UNKNOWN_COMMAND
-from bot.parse import ParseError
-from bot.storage import User
+from bot.parse import ParseError, split_first
+from bot.storage import Attachment, User
 
 log = logging.getLogger(__name__)
 
@@ -26,30 +31,54 @@ Handler = Callable[[Context, str], Reply]
 # another server.workers process shows within this; one made here shows at once).
 IDENTITY_MAX_AGE = 2.0
 
+SLASH, DIRECT, BUTTON = "slash", "direct", "button"
+MEMBER, ADMIN, ANYONE = "member", "admin", "anyone"  # who a route lets through
+
 
 @dataclass(frozen=True)
 class Command:
-    name: str  # "find" or "admin grant"
+    name: str  # "find", "admin grant", or an event route's name
     usage: str  # arguments after the name, e.g. "<words> [@user] [#tag]"
     summary: str
     handler: Handler
-    admin: bool = False
+    role: str = MEMBER
     details: str = ""
+    source: str = SLASH  # the kind of event this route takes
+    failure: str = ""  # put before an error's sentence (a DM that was not saved says so first)
+
+    @property
+    def admin(self) -> bool:
+        return self.role == ADMIN
+
+    @property
+    def listed(self) -> bool:
+        """Typed after /rec, so in help; event routes (DMs, buttons) are not."""
+        return self.source == SLASH
 
     def usage_line(self, trigger: str) -> str:
         return f"/{trigger} {self.name}" + (f" {self.usage}" if self.usage else "")
 
 
 class Router:
-    """A group of commands declared next to their handlers."""
+    """A group of routes declared next to their handlers; a named group ("admin") is a sub-router
+    whose commands are "admin <name>" and whose guard is its role."""
 
-    def __init__(self) -> None:
+    def __init__(self, group: str = "", role: str = MEMBER) -> None:
+        self.group = group
+        self.role = role
         self.commands: list[Command] = []
 
-    def command(self, name: str, usage: str, summary: str, *, admin: bool = False,
-                details: str = "") -> Callable[[Handler], Handler]:
+    def command(self, name: str, usage: str, summary: str, *, details: str = "") -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
-            self.commands.append(Command(name, usage, summary, handler, admin, details))
+            full = f"{self.group} {name}" if self.group else name
+            self.commands.append(Command(full, usage, summary, handler, self.role, details))
+            return handler
+        return register
+
+    def event(self, source: str, name: str, summary: str, *, role: str = MEMBER,
+              failure: str = "") -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.commands.append(Command(name, "", summary, handler, role, source=source, failure=failure))
             return handler
         return register
 
@@ -62,85 +91,158 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class Event:
+    """What a user did, whatever door it came in by. `request` says who (the Mattermost id) and what
+    (the text: a command, or a DM's message)."""
+
+    request: SlashRequest
+    source: str = SLASH
+    context: Mapping[str, Any] = field(default_factory=dict)  # a button's signed context
+    attachments: tuple[Attachment, ...] = ()
+
+
+@dataclass(frozen=True)
 class Result:
     reply: Reply
-    command: str
+    command: str  # the metrics label: a route's name, never text of the caller's choosing
     outcome: str
+    error: type[Exception] | None = None  # what kind of failure, for the door to translate
+
+
+@dataclass
+class Call:
+    """What the middleware chain builds up for one event."""
+
+    services: Services
+    event: Event
+    command: Command
+    caller: User | None = None
+    created: bool = False
+    settings: dict[str, float] = field(default_factory=dict)
+
+
+def identify(call: Call) -> None:
+    """The caller's row, by Mattermost id: registered on first use, username refreshed.
+
+    Config `admins` apply once, when an account is first registered: a later demotion sticks, and a
+    listed username is bound to the first account that registers with it.
+    """
+    config, storage, request = call.services.config, call.services.storage, call.event.request
+    role = "member" if config.registration == "open" else "disabled"
+    # Member commands may use a row this process read a moment ago; admin commands read afresh.
+    max_age = IDENTITY_MAX_AGE if call.command.role == MEMBER and call.command.name else 0.0
+    user, created = storage.ensure_user(request.user_id, request.user_name or request.user_id, role, max_age=max_age)
+    listed = {a.lower().lstrip("@") for a in config.admins}
+    if created and (request.user_name.lower() in listed or request.user_id.lower() in listed):
+        user = storage.promote_listed_admin(user, request.user_name.lower())
+    call.caller, call.created = user, created
+
+
+def role_gate(call: Call) -> None:
+    """A disabled account does nothing, an admin route is for admins; `anyone` routes (a button in a
+    channel Mattermost let the user see) let every account through."""
+    user, trigger = call.caller, call.services.config.mattermost.trigger
+    assert user is not None
+    if call.command.role == ANYONE:
+        return
+    if user.role == "disabled":
+        if call.created:
+            raise Forbidden("recbot registration is closed; ask a recbot admin to let you in "
+                            f"(they type /{trigger} admin role @{user.username} member)")
+        raise Forbidden("your recbot account is disabled; ask a recbot admin to enable it")
+    if call.command.role == ADMIN and not user.is_admin:
+        raise Forbidden(f"/{trigger} {call.command.name} is for recbot admins; ask one of them")
+
+
+def load_settings(call: Call) -> None:
+    stored = call.services.storage.settings(max_age=2.0)
+    call.settings = runtime_settings.effective(call.services.config, stored).values
+
+
+MIDDLEWARE: tuple[Callable[[Call], None], ...] = (identify, role_gate, load_settings)
 
 
 class Dispatcher:
-    def __init__(self, routers: Iterable[Router]) -> None:
+    def __init__(self, routers: Iterable[Router],
+                 middleware: Sequence[Callable[[Call], None]] = MIDDLEWARE) -> None:
         self.table: dict[str, Command] = {}
+        self.events: dict[str, Command] = {}
+        self.groups: set[str] = set()
+        self.middleware = tuple(middleware)
         for router in routers:
+            if router.group:
+                self.groups.add(router.group)
             for cmd in router.commands:
                 if cmd.name in self.table:
                     raise ValueError(f"command {cmd.name!r} declared twice")
                 self.table[cmd.name] = cmd
+                if cmd.source != SLASH:
+                    self.events[cmd.source] = cmd
 
     def route(self, text: str) -> tuple[Command | None, str, str]:
-        """(command, its name, the rest of the text verbatim); two-word names first."""
-        from bot.parse import split_first
-
+        """(command, its name, the rest of the text verbatim); a group's word takes the next word too."""
         first, rest = split_first(text)
         first = first.lower()
-        if first in ("admin",):
-            second, rest2 = split_first(rest)
-            name = f"admin {second.lower()}"
-            return self.table.get(name), name if second else "admin", rest2
-        return self.table.get(first), first, rest
+        if first in self.groups:
+            second, after = split_first(rest)
+            name = f"{first} {second.lower()}" if second else first
+            cmd = self.table.get(name)
+            return (cmd if cmd and cmd.listed else None), name, after
+        cmd = self.table.get(first)
+        return (cmd if cmd and cmd.listed else None), first, rest
 
-    def identify(self, services: Services, request: SlashRequest, max_age: float = 0.0) -> User:
-        """The caller's row: registered on first use (by Mattermost id), username refreshed.
-
-        Config `admins` apply once, when an account is first registered: a later demotion sticks, and a
-        listed username is bound to the first account that registers with it, so a new account that
-        takes the name later is not an admin. max_age lets a row read that recently answer (see
-        Storage.ensure_user).
-        """
-        config = services.config
-        storage = services.storage
-        role = "member" if config.registration == "open" else "disabled"
-        user, created = storage.ensure_user(request.user_id, request.user_name, role, max_age=max_age)
-        listed = {a.lower().lstrip("@") for a in config.admins}
-        if created and (request.user_name.lower() in listed or request.user_id.lower() in listed):
-            user = storage.promote_listed_admin(user, request.user_name.lower())
-        if user.role == "disabled":
-            if created:
-                raise Forbidden("recbot registration is closed; ask a recbot admin to let you in "
-                                f"(they type /{config.mattermost.trigger} admin role @{request.user_name} member)")
-            raise Forbidden("your recbot account is disabled; ask a recbot admin to enable it")
-        return user
-
-    def handle(self, services: Services, request: SlashRequest) -> Result:
-        """Route and run one command; every failure becomes one clear reply (the one error hook)."""
-        trigger = services.config.mattermost.trigger
-        cmd, name, rest = self.route(request.text)
-        # The metrics label: a command of the table, never text of the caller's choosing.
+    def handle(self, services: Services, event: Event | SlashRequest) -> Result:
+        """Run one event through the chain and its route; every failure becomes one reply (on_error)."""
+        if isinstance(event, SlashRequest):
+            event = Event(event)
+        if event.source == SLASH:
+            cmd, name, rest = self.route(event.request.text)
+        else:
+            cmd, name, rest = self.events.get(event.source), event.source, event.request.text
         label = cmd.name if cmd else UNKNOWN_COMMAND
         try:
-            # Admin commands, and any text that is not a command, read the caller's role afresh.
-            caller = self.identify(services, request, max_age=IDENTITY_MAX_AGE if cmd and not cmd.admin else 0.0)
             if cmd is None:
-                return Result(Reply(self._unknown(name, trigger)), label, Outcome.USER_ERROR)
-            if cmd.admin and not caller.is_admin:
-                raise Forbidden(f"/{trigger} {cmd.name} is for recbot admins; ask one of them")
-            ctx = Context(services, request, caller,
-                          runtime_settings.effective(services.config, services.storage.settings(max_age=2.0)).values,
-                          tuple(self.table.values()))
-            return Result(cmd.handler(ctx, rest), cmd.name, Outcome.OK)
-        except ParseError as exc:
-            usage = f"\nUsage: `{cmd.usage_line(trigger)}`" if cmd else ""
-            return Result(Reply(f"{exc}.{usage}"), label, Outcome.USER_ERROR)
-        except UserError as exc:
-            return Result(Reply(f"{exc}."), label, Outcome.USER_ERROR)
-        except Exception:
-            ref = uuid.uuid4().hex[:8]
-            log.exception("command failed (ref %s): user=%s text=%r", ref, request.user_name, request.text[:200])
-            return Result(Reply(f"Something broke on our side (ref {ref}); it was logged. "
-                                "Try again in a moment, or tell a recbot admin the ref."), label, Outcome.ERROR)
+                # Unknown text still registers the caller (and says whether they may use recbot at all).
+                probe = Call(services, event, Command("", "", "", _nothing))
+                for step in self.middleware[:2]:
+                    step(probe)
+                return Result(Reply(self._unknown(name, services.config.mattermost.trigger)), label,
+                              Outcome.USER_ERROR, ParseError)
+            call = Call(services, event, cmd)
+            for step in self.middleware:
+                step(call)
+            assert call.caller is not None
+            ctx = Context(services, event.request, call.caller, call.settings, tuple(self.table.values()), event)
+            return Result(cmd.handler(ctx, rest), label, Outcome.OK)
+        except Exception as exc:
+            return self.on_error(exc, services, event, cmd, label)
+
+    def on_error(self, exc: Exception, services: Services, event: Event, cmd: Command | None,
+                 label: str) -> Result:
+        """The one error hook: a domain error is one sentence (a parse error adds the usage); anything
+        else is "something broke" with a ref, logged once with that ref."""
+        prefix = cmd.failure if cmd else ""
+        if isinstance(exc, ParseError):
+            trigger = services.config.mattermost.trigger
+            usage = f"\nUsage: `{cmd.usage_line(trigger)}`" if cmd and cmd.listed else ""
+            return Result(Reply(f"{prefix}{exc}.{usage}"), label, Outcome.USER_ERROR, ParseError)
+        if isinstance(exc, UserError):
+            kind = Forbidden if isinstance(exc, Forbidden) else NotFound if isinstance(exc, NotFound) else UserError
+            return Result(Reply(f"{prefix}{exc}."), label, Outcome.USER_ERROR, kind)
+        ref = uuid.uuid4().hex[:8]
+        request = event.request
+        log.exception("%s failed (ref %s): user=%s text=%r", label, ref, request.user_name, request.text[:200])
+        text = (f"{prefix}something broke on our side (ref {ref}); send it again in a moment." if prefix else
+                f"Something broke on our side (ref {ref}); it was logged. "
+                "Try again in a moment, or tell a recbot admin the ref.")
+        return Result(Reply(text), label, Outcome.ERROR, type(exc))
 
     def _unknown(self, name: str, trigger: str) -> str:
         if not name:
             return f"Type a command after /{trigger}, e.g. `/{trigger} add restarted nginx on web-01`; " \
                    f"`/{trigger} help` lists them all."
         return f"'{name[:40]}' is not a /{trigger} command; `/{trigger} help` lists them all."
+
+
+def _nothing(ctx: Context, rest: str) -> Reply:
+    return Reply("")

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
+import pytest
 from aiohttp import web
 
 from bot.alerts.buttons import sign
@@ -18,10 +19,11 @@ from bot.alerts.service import Alerts
 from bot.app import build_app
 from bot.config import AlertsConfig, Config, MattermostConfig, ServerConfig
 from bot.context import Services
+from bot.errors import UserError
 from bot.mattermost.gateway import Gateway
 from bot.storage import Storage, make_engine
 from tests.alerting import Clock, Disk, Ops
-from tests.botserver import free_port
+from tests.botserver import free_port, get
 from tests.fakes.mattermost import FakeMattermost
 
 
@@ -189,6 +191,10 @@ async def test_end_to_end_a_real_directory_over_threshold_alerts_within_two_inte
         assert status == 403
         assert services.alerts.store.states()[(str(tmp_path), "space")].snoozed_until is None
         assert sign(services.alerts.secret(), unsigned) == context["sig"]
+        # Clicks go the one way every event goes, so /metrics counts them like commands.
+        _, metrics = await loop.run_in_executor(None, get, f"http://127.0.0.1:{port}/metrics")
+        assert 'recbot_commands_total{command="alert button",outcome="ok"} 1' in metrics
+        assert 'recbot_commands_total{command="alert button",outcome="user_error"} 2' in metrics
     finally:
         await runner.cleanup()
         await fake.stop()
@@ -242,15 +248,15 @@ async def test_a_replayed_click_from_an_earlier_episode_changes_nothing(storage:
     clock.advance(minutes=1)
     await alerts.check()
     for old in (old_ack, old_snooze):
-        status, text = alerts.act(old, oncall["id"])
-        assert status == 200 and "earlier episode" in text
+        assert "earlier episode" in alerts.act(old, oncall["id"])
     state = alerts.store.states()[("/var", "space")]
     assert not state.acknowledged and state.snoozed_until is None
     # A context without the episode and time (as signed by an older recbot) is refused too.
     bare = {k: v for k, v in old_ack.items() if k not in ("episode", "issued", "sig")}
     bare["sig"] = sign(alerts.secret(), bare)
-    assert alerts.act(bare, oncall["id"])[0] == 400
-    status, text = alerts.act(context_of(ops.posts()[-1], "ack"), oncall["id"])
+    with pytest.raises(UserError, match="older recbot"):
+        alerts.act(bare, oncall["id"])
+    text = alerts.act(context_of(ops.posts()[-1], "ack"), oncall["id"])
     assert text.startswith("Acknowledged") and alerts.store.states()[("/var", "space")].acknowledged
     [entry] = storage.recent_audit(storage.ensure_user("mm-ada", "ada", "admin")[0], 1)
     assert entry.actor == known.username and oncall["id"] in entry.detail and "episode" in entry.detail
@@ -261,8 +267,8 @@ async def test_a_button_older_than_a_week_is_refused(storage: Storage, ops: Ops)
     alerts = ops.alerts(storage, disk, clock)
     await alerts.check()
     clock.advance(days=8)
-    status, text = alerts.act(context_of(ops.posts()[0], "snooze"), "someone")
-    assert status == 200 and "too old" in text and alerts.store.states()[("/var", "space")].snoozed_until is None
+    text = alerts.act(context_of(ops.posts()[0], "snooze"), "someone")
+    assert "too old" in text and alerts.store.states()[("/var", "space")].snoozed_until is None
 
 
 def test_admin_status_answers_despite_a_hung_path(storage: Storage) -> None:

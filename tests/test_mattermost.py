@@ -451,3 +451,25 @@ async def test_a_share_dm_of_a_record_with_thousands_of_tags_fits_mattermosts_li
     assert dm is not None
     post = await world.fake.wait_for_post(lambda p: p["channel_id"] == dm["id"] and not p.get("ephemeral"))
     assert len(post["message"]) <= 16_383
+
+
+async def test_a_direct_message_takes_the_same_way_as_a_command_and_shows_in_metrics(world: World) -> None:
+    from tests.botserver import get
+
+    dm = world.fake._get_or_create_dm(world.users["carol"]["id"], world.bot["id"])
+    await world.fake.user_posts_dm(world.users["carol"], world.bot, "rotated the logs on web-02")
+    reply = await world.fake.wait_for_post(lambda p: p["channel_id"] == dm["id"] and p["user_id"] == world.bot["id"])
+    assert reply["message"].startswith("Saved record")
+    # A disabled account is refused by the same role gate as its slash commands.
+    carol = world.storage.user_by_mm_id(world.users["carol"]["id"])
+    alice = world.storage.user_by_mm_id(world.users["alice"]["id"])
+    assert carol is not None and alice is not None
+    world.storage.set_role(alice, carol.id, "disabled")
+    await world.fake.user_posts_dm(world.users["carol"], world.bot, "should not be kept")
+    refused = await world.fake.wait_for_post(lambda p: p["channel_id"] == dm["id"] and p["user_id"] == world.bot["id"]
+                                             and "disabled" in p["message"])
+    assert refused["message"].startswith("Not saved: your recbot account is disabled")
+    _, metrics = await asyncio.get_running_loop().run_in_executor(
+        None, get, world.config.server.public_url + "/metrics")
+    assert 'recbot_commands_total{command="direct message",outcome="ok"} 1' in metrics
+    assert 'recbot_commands_total{command="direct message",outcome="user_error"} 1' in metrics

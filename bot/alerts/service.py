@@ -24,6 +24,7 @@ from bot.alerts.sampler import Sampler
 from bot.alerts.store import AlertStore, Health, LeaseLost, Outgoing
 from bot.alerts.text import plain
 from bot.config import Config
+from bot.errors import Forbidden, UserError
 from bot.metrics import Metrics
 from bot.storage import Storage
 
@@ -231,22 +232,23 @@ class Alerts:
 
     # ---- the buttons ---------------------------------------------------------------------------
 
-    def act(self, context: dict[str, Any], user_id: str) -> tuple[int, str]:
-        """(HTTP status, ephemeral text) for a button click by Mattermost user `user_id`; a bad signature,
-        an old episode or a stale button changes nothing."""
+    def act(self, context: dict[str, Any], user_id: str) -> str:
+        """What a button click by Mattermost user `user_id` did, in one sentence. A bad signature raises
+        Forbidden, a context recbot no longer makes raises UserError; an old episode or a stale button
+        changes nothing and says so."""
         if not signature_ok(self.secret(), context):
-            return 403, "This button's signature is not valid, so nothing was changed."
+            raise Forbidden("this button's signature is not valid, so nothing was changed")
         action, path, kind, level = (context.get(k) for k in ("action", "path", "kind", "level"))
         episode, issued = context.get("episode"), context.get("issued")
         if context.get("host") != self.host:
-            return 200, f"That alert belongs to host {context.get('host')}; its own recbot handles it."
+            return f"That alert belongs to host {context.get('host')}; its own recbot handles it."
         if not isinstance(episode, int) or not isinstance(issued, int) or action not in ("ack", "snooze") \
                 or not isinstance(path, str) or not isinstance(kind, str):
-            return 400, "This button is from an older recbot; use the buttons on the newest alert."
+            raise UserError("this button is from an older recbot; use the buttons on the newest alert")
         now = self.clock()
         age = now - datetime.fromtimestamp(issued, UTC)
         if age > BUTTON_MAX_AGE or age < -timedelta(minutes=5):
-            return 200, "This button is too old to use; use the buttons on the newest alert."
+            return "This button is too old to use; use the buttons on the newest alert."
         word = "acknowledge" if action == "ack" else "snooze"
 
         def change(state: PathState) -> PathState:
@@ -260,12 +262,12 @@ class Alerts:
         after = self.store.update_state(path, kind, change, now)
         if after is None or before == after:
             if before is not None and before.episode != episode:
-                return 200, f"That alert is from an earlier episode of {path}; nothing to {word}."
-            return 200, f"{path} is no longer at {level}; nothing to {word}."
+                return f"That alert is from an earlier episode of {path}; nothing to {word}."
+            return f"{path} is no longer at {level}; nothing to {word}."
         clicker = self.storage.user_by_mm_id(user_id)
         who = f"Mattermost user {user_id}" + (f" (@{clicker.username})" if clicker else "")
         self.storage.audit_system(f"alert {action}", f"{self.host}:{path} {kind} {level} episode {episode} by {who}",
                                   actor=clicker)
         if action == "ack":
-            return 200, f"Acknowledged: no repeats for {path} until its level changes."
-        return 200, f"Snoozed: no repeats for {path} for 1 hour."
+            return f"Acknowledged: no repeats for {path} until its level changes."
+        return f"Snoozed: no repeats for {path} for 1 hour."

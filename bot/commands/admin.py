@@ -12,12 +12,12 @@ from bot import settings as runtime_settings
 from bot.alerts.charts import usage_chart
 from bot.alerts.text import human_bytes
 from bot.context import Context, Reply
-from bot.dispatch import Router
+from bot.dispatch import ADMIN, Router
 from bot.errors import UserError
 from bot.parse import ParseError, is_number, parse_filters, parse_id, split, split_first
 from bot.render import escape_md, when
 
-router = Router()
+router = Router("admin", role=ADMIN)
 
 
 def _viewer_and_owners(ctx: Context, rest: str) -> tuple:
@@ -30,8 +30,7 @@ def _viewer_and_owners(ctx: Context, rest: str) -> tuple:
     return users[0], users[1:]
 
 
-@router.command("admin grant", "@viewer @owner [@owner ...]", "the viewer may see every record of each owner",
-                admin=True)
+@router.command("grant", "@viewer @owner [@owner ...]", "the viewer may see every record of each owner")
 def grant(ctx: Context, rest: str) -> Reply:
     viewer, owners = _viewer_and_owners(ctx, rest)
     new = ctx.storage.grant(ctx.caller, viewer.id, [o.id for o in owners if o.id != viewer.id])
@@ -39,7 +38,7 @@ def grant(ctx: Context, rest: str) -> Reply:
     return Reply(f"{viewer.username} may now see every record of {names} ({new} new).")
 
 
-@router.command("admin revoke", "@viewer @owner [@owner ...]", "take a grant back", admin=True)
+@router.command("revoke", "@viewer @owner [@owner ...]", "take a grant back")
 def revoke(ctx: Context, rest: str) -> Reply:
     viewer, owners = _viewer_and_owners(ctx, rest)
     gone = ctx.storage.revoke(ctx.caller, viewer.id, [o.id for o in owners])
@@ -47,7 +46,7 @@ def revoke(ctx: Context, rest: str) -> Reply:
     return Reply(f"{viewer.username} no longer sees the records of {names} ({gone} removed).")
 
 
-@router.command("admin perms", "@user", "whom the user can see, and who can see the user", admin=True)
+@router.command("perms", "@user", "whom the user can see, and who can see the user")
 def perms(ctx: Context, rest: str) -> Reply:
     args = parse_filters(rest, words_allowed=False)
     if len(args.users) != 1:
@@ -62,9 +61,9 @@ def perms(ctx: Context, rest: str) -> Reply:
                  f"Who sees {name}'s records by grant: {seen_text}.")
 
 
-@router.command("admin role", "@user admin|member|disabled",
+@router.command("role", "@user admin|member|disabled",
                 "set a role; a disabled user can neither read nor write (with closed registration, "
-                "this admits a newcomer)", admin=True)
+                "this admits a newcomer)")
 def role(ctx: Context, rest: str) -> Reply:
     tokens = split(rest)
     if len(tokens) != 2 or not tokens[0].startswith("@"):
@@ -74,7 +73,7 @@ def role(ctx: Context, rest: str) -> Reply:
     return Reply(f"{updated.username} is now **{updated.role}**.")
 
 
-@router.command("admin users", "", "known users, their role and count of records", admin=True)
+@router.command("users", "", "known users, their role and count of records")
 def users(ctx: Context, rest: str) -> Reply:
     if rest.strip():
         raise ParseError(f"'{rest.strip()[:40]}' is not expected; this command takes nothing")
@@ -84,7 +83,7 @@ def users(ctx: Context, rest: str) -> Reply:
     return Reply(f"**{len(rows)} user{'s' if len(rows) != 1 else ''}**\n\n" + "\n".join(lines))
 
 
-@router.command("admin restore", "<id>", "undo a delete", admin=True)
+@router.command("restore", "<id>", "undo a delete")
 def restore(ctx: Context, rest: str) -> Reply:
     head, tail = split_first(rest)
     if not head or tail.strip():
@@ -94,7 +93,7 @@ def restore(ctx: Context, rest: str) -> Reply:
     return Reply(f"Restored record **#{record_id}**.")
 
 
-@router.command("admin settings", "", "runtime settings and where each value comes from", admin=True)
+@router.command("settings", "", "runtime settings and where each value comes from")
 def show_settings(ctx: Context, rest: str) -> Reply:
     now = runtime_settings.effective(ctx.config, ctx.storage.settings())
     lines = ["| setting | value | from | accepts |", "|---|---|---|---|"]
@@ -106,7 +105,7 @@ def show_settings(ctx: Context, rest: str) -> Reply:
                  + f"\n\nChange one with `/{ctx.config.mattermost.trigger} admin set <key> <value>`.")
 
 
-@router.command("admin set", "<key> <value>", "change a runtime setting (page_size, alerts.*)", admin=True)
+@router.command("set", "<key> <value>", "change a runtime setting (page_size, alerts.*)")
 def set_setting(ctx: Context, rest: str) -> Reply:
     tokens = split(rest)
     if len(tokens) != 2:
@@ -127,7 +126,7 @@ def set_setting(ctx: Context, rest: str) -> Reply:
     return Reply(f"{key} is now {value:g} (was {before[key]:g}); it takes effect from the next use.")
 
 
-@router.command("admin status", "", "now: watched disks, CPU, memory, load, uptime, the alert loop", admin=True)
+@router.command("status", "", "now: watched disks, CPU, memory, load, uptime, the alert loop")
 def status(ctx: Context, rest: str) -> Reply:
     alerts = ctx.services.alerts
     sampler = alerts.sampler if alerts is not None else ctx.services.sampler
@@ -180,7 +179,7 @@ def _alert_lines(ctx: Context) -> list[str]:
             *aside, *(problems or ["- every watched path is ok"])]
 
 
-@router.command("admin resend", "", "post again the alerts Mattermost refused (after fixing why)", admin=True)
+@router.command("resend", "", "post again the alerts Mattermost refused (after fixing why)")
 def resend(ctx: Context, rest: str) -> Reply:
     if rest.strip():
         raise ParseError(f"'{rest.strip()[:40]}' is not expected; this command takes nothing")
@@ -211,7 +210,7 @@ def _send_chart(ctx: Context, usage: list[tuple[str, float]]) -> str:
     return "\n\n_The chart is in your direct messages with the bot._"
 
 
-@router.command("admin audit", "[N]", "the newest admin actions: who, what, when", admin=True)
+@router.command("audit", "[N]", "the newest admin actions: who, what, when")
 def audit(ctx: Context, rest: str) -> Reply:
     raw = rest.strip() or "20"
     if not is_number(raw) or not 1 <= int(raw) <= 200:

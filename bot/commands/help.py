@@ -12,9 +12,11 @@ router = Router()
 def help_(ctx: Context, rest: str) -> Reply:
     trigger = ctx.config.mattermost.trigger
     wanted = " ".join(rest.lower().split())
-    commands = [c for c in ctx.commands if ctx.caller.is_admin or not c.admin]
+    commands = [c for c in ctx.commands if c.listed and (ctx.caller.is_admin or not c.admin)]
     if wanted:
-        match = next((c for c in ctx.commands if c.name == wanted or c.name == f"admin {wanted}"), None)
+        # "help set" finds "admin set": a group's commands answer to their own word too.
+        match = next((c for c in ctx.commands if c.listed and (c.name == wanted or c.name.endswith(f" {wanted}"))),
+                     None)
         if match is None:
             return Reply(f"'{wanted[:40]}' is not a /{trigger} command; `/{trigger} help` lists them all.")
         lines = [f"`{match.usage_line(trigger)}`", match.summary[0].upper() + match.summary[1:] + "."]
