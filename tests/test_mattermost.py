@@ -456,6 +456,7 @@ async def test_a_share_dm_of_a_record_with_thousands_of_tags_fits_mattermosts_li
 async def test_a_direct_message_takes_the_same_way_as_a_command_and_shows_in_metrics(world: World) -> None:
     from tests.botserver import get
 
+    await world.rec("alice", "help")  # the listed admin registers
     dm = world.fake._get_or_create_dm(world.users["carol"]["id"], world.bot["id"])
     await world.fake.user_posts_dm(world.users["carol"], world.bot, "rotated the logs on web-02")
     reply = await world.fake.wait_for_post(lambda p: p["channel_id"] == dm["id"] and p["user_id"] == world.bot["id"])
