@@ -61,7 +61,7 @@ class BotServer:
 
 
 @dataclass
-class Mattermost:
+class SlashClient:
     """Sends slash requests shaped field by field like server/channels/app/command.go does."""
 
     url: str
@@ -69,7 +69,7 @@ class Mattermost:
     team_id: str = "teamid00000000000000000000"
     channel_id: str = "chanid00000000000000000000"
     channel_name: str = "town-square"
-    users: dict[str, str] = field(default_factory=dict)  # username -> Mattermost user id
+    users: dict[str, str] = field(default_factory=dict)  # username -> SlashClient user id
     channels: dict[str, str] = field(default_factory=dict)  # channel name -> id
 
     def user_id(self, name: str) -> str:

@@ -3,12 +3,22 @@ role changed by another process, rows from before a limit existed) and for count
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import Engine, Table, func, insert, select, update
 
-from bot.storage import Storage
+from bot.config import Config, MattermostConfig
+from bot.storage import Filter, Storage, User
 from bot.tables import metadata
+
+TOKEN = "slash-token-for-tests"  # the slash token the test servers accept
+
+
+def config(**changes: object) -> Config:
+    """The test bot's config: the test token accepted, ada a config admin."""
+    base = Config(mattermost=MattermostConfig(slash_tokens=(TOKEN,)), admins=("ada",))
+    return replace(base, **changes)
 
 
 def engine_of(storage: Storage) -> Engine:
@@ -46,3 +56,25 @@ def set_role_directly(storage: Storage, role: str, *, user_id: int | None = None
     where = t.c.id == user_id if user_id is not None else t.c.username == username
     with engine_of(storage).begin() as conn:
         conn.execute(update(t).where(where).values(role=role))
+
+
+def make_user(storage: Storage, name: str, role: str = "member") -> User:
+    """A registered user with this role (set directly, as no command could for the first admin)."""
+    created, _ = storage.ensure_user(f"mm-{name}", name)
+    if role != "member":
+        set_role_directly(storage, role, user_id=created.id)
+    found = storage.user_by_id(created.id)
+    assert found is not None
+    return found
+
+
+def all_pages(storage: Storage, viewer: User, flt: Filter, page: int = 3) -> list[int]:
+    """Every id a viewer's search returns, following the cursors page by page."""
+    ids: list[int] = []
+    before = None
+    while True:
+        result = storage.find(viewer, flt, limit=page, before=before)
+        ids.extend(r.id for r in result.records)
+        if result.next_before is None:
+            return ids
+        before = result.next_before

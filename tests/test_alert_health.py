@@ -20,7 +20,7 @@ from bot.context import Services
 from bot.metrics import Metrics
 from bot.storage import Storage, make_engine
 from tests.alerting import Clock, Disk, Ops
-from tests.botserver import BotServer, Mattermost, get
+from tests.botserver import BotServer, SlashClient, get
 
 TOKEN = "health-test-token"
 
@@ -109,13 +109,13 @@ def test_healthz_and_metrics_report_a_failing_loop_and_its_recovery(storage: Sto
         assert report["alerts"]["last_ok"] is None and "wedged" not in body  # details are for admins
         _, metrics = get(bot.url + "/metrics")
         assert "recbot_alert_checks_failed_total 1" in metrics
-        status_text = Mattermost(bot.url, TOKEN).text("ada", "admin status")
+        status_text = SlashClient(bot.url, TOKEN).text("ada", "admin status")
         assert "**failed** (1 in a row)" in status_text and "statvfs wedged" in status_text
         sampler.failure = None
         bot.run(alerts.check())
         status, body = get(bot.url + "/healthz")
         assert status == 200 and json.loads(body)["alerts"]["status"] == "ok"
-        assert ": ok" in Mattermost(bot.url, TOKEN).text("ada", "admin status")
+        assert ": ok" in SlashClient(bot.url, TOKEN).text("ada", "admin status")
     finally:
         bot.stop()
     assert not [r for r in caplog.records if r.name.startswith("apscheduler") and r.levelno < logging.WARNING]

@@ -273,14 +273,14 @@ async def test_a_button_older_than_a_week_is_refused(storage: Storage, ops: Ops)
 
 def test_admin_status_answers_despite_a_hung_path(storage: Storage) -> None:
     from bot.config import MattermostConfig
-    from tests.botserver import BotServer, Mattermost
+    from tests.botserver import BotServer, SlashClient
 
     disk = Disk(var=None, data=40.0)
     config = Config(mattermost=MattermostConfig(slash_tokens=("t",)), admins=("ada",),
                     alerts=AlertsConfig(paths=("/var", "/data")))
     bot = BotServer(Services(storage, config, sampler=Sampler(disk.read, timeout=0.5))).start()
     try:
-        mm = Mattermost(bot.url, "t")
+        mm = SlashClient(bot.url, "t")
         first = mm.text("ada", "admin status")
         assert "| /var | cannot read: timed out after 0.5 s |" in first and "| /data | 40.0% |" in first
         # The stuck read is not started again: the next status says so at once.

@@ -7,7 +7,7 @@ from sqlalchemy import text
 from bot import migrate
 from bot.storage import Filter, Storage, make_engine
 from tests.conftest import _admin_connection
-from tests.test_storage import make_user
+from tests.helpers import make_user
 
 
 def test_a_connection_killed_by_the_server_between_calls_is_replaced_by_pre_ping(mariadb_url: str) -> None:

@@ -21,7 +21,7 @@ from bot.app import COMMAND_TOKEN_SETTING
 from bot.config import Config, DatabaseConfig, MattermostConfig
 from bot.context import Services
 from bot.storage import Attachment, Filter, Storage, make_engine
-from tests.botserver import BotServer, Mattermost, get
+from tests.botserver import BotServer, SlashClient, get
 from tests.conftest import wipe
 from tests.helpers import count_rows, insert_rows
 
@@ -40,15 +40,15 @@ def bot(storage: Storage) -> Iterator[BotServer]:
 
 
 @pytest.fixture
-def mm(bot: BotServer) -> Mattermost:
-    return Mattermost(bot.url, TOKEN)
+def mm(bot: BotServer) -> SlashClient:
+    return SlashClient(bot.url, TOKEN)
 
 
 def records(storage: Storage) -> int:
     return count_rows(storage, "T_CONTENT")[0]
 
 
-def ok_reply(mm: Mattermost, user: str, text: str) -> str:
+def ok_reply(mm: SlashClient, user: str, text: str) -> str:
     status, body = mm.send(user, text)
     assert status == 200, body
     assert "Something broke" not in body["text"], (text, body["text"])
@@ -66,20 +66,20 @@ def ok_reply(mm: Mattermost, user: str, text: str) -> str:
     ("find " + "x" * 201, "keep words under 200"),
     ("admin grant " + " ".join(f"@u{i}" for i in range(30)), "30 @users"),
 ])
-def test_an_oversized_query_is_refused_before_any_sql(mm: Mattermost, storage: Storage, text: str,
+def test_an_oversized_query_is_refused_before_any_sql(mm: SlashClient, storage: Storage, text: str,
                                                        why: str) -> None:
     started = time.perf_counter()
     reply = ok_reply(mm, "ada", text)
     assert why in reply and time.perf_counter() - started < 2
 
 
-def test_repeated_words_and_tags_count_once(mm: Mattermost) -> None:
+def test_repeated_words_and_tags_count_once(mm: SlashClient) -> None:
     ok_reply(mm, "bob", "add restarted nginx #web")
     words = " ".join(["nginx", "NGINX", "Nginx"] * 10 + ["#web"] * 20)
     assert "1 record" in ok_reply(mm, "bob", f"find {words}")
 
 
-def test_another_users_list_answers_while_two_maximal_finds_run(mm: Mattermost, storage: Storage) -> None:
+def test_another_users_list_answers_while_two_maximal_finds_run(mm: SlashClient, storage: Storage) -> None:
     owner, _ = storage.ensure_user("mm-bob", "bob", "member")
     for i in range(300):
         storage.add_record(owner, f"note {i} about host-{i % 17} and service-{i % 5}")
@@ -124,7 +124,7 @@ def test_tags_that_differ_in_case_accent_or_width_save_and_match_exactly(storage
         assert found == expected, (first, second, asked)
 
 
-def test_a_tag_that_grows_past_64_characters_when_lowered_is_refused_with_a_sentence(mm: Mattermost,
+def test_a_tag_that_grows_past_64_characters_when_lowered_is_refused_with_a_sentence(mm: SlashClient,
                                                                                    storage: Storage) -> None:
     before = records(storage)
     reply = ok_reply(mm, "bob", "add fixed #" + "İ" * 40)  # 'İ'.lower() is two characters
@@ -145,7 +145,7 @@ DATES = st.one_of(st.dates().map(str), st.sampled_from(["9999-12-31", "0001-01-0
                                                         "list before:{n}", "admin restore {n}", "admin audit {n}",
                                                         "find x since:{d}", "list until:{d}",
                                                         "list since:{d} until:{d}", "share {n} @bob"]))
-def test_any_digits_and_any_date_get_a_sentence_never_a_crash(mm: Mattermost, number: str, day: str,
+def test_any_digits_and_any_date_get_a_sentence_never_a_crash(mm: SlashClient, number: str, day: str,
                                                              which: str) -> None:
     ok_reply(mm, "ada", which.format(n=number, d=day))
 
@@ -210,7 +210,7 @@ def test_with_the_database_down_a_bad_token_is_still_a_401() -> None:
     broken = Storage(make_engine("mysql+pymysql://root@127.0.0.1:1/none", timeout=2))
     server = BotServer(Services(broken, config())).start()
     try:
-        status, _ = Mattermost(server.url, TOKEN).send("bob", "help", token="forged")
+        status, _ = SlashClient(server.url, TOKEN).send("bob", "help", token="forged")
         assert status == 401
         status, body = get(server.url + "/healthz")
         assert status == 503 and "127.0.0.1" not in body and ":1" not in body
@@ -264,7 +264,7 @@ def test_a_frozen_database_fails_commands_and_healthz_within_the_timeout(mariadb
     cfg = replace(config(), database=DatabaseConfig(url=via_proxy, timeout_seconds=2))
     server = BotServer(Services(storage, cfg)).start()
     try:
-        mm = Mattermost(server.url, TOKEN)
+        mm = SlashClient(server.url, TOKEN)
         assert "Saved record" in mm.text("bob", "add before the freeze")
         proxy.frozen.set()
         started = time.perf_counter()
@@ -281,7 +281,7 @@ def test_a_frozen_database_fails_commands_and_healthz_within_the_timeout(mariadb
 
 # ---- finding 8: a lost COMMIT ---------------------------------------------------------------------------
 
-def test_an_add_whose_commit_answer_was_lost_is_not_saved_twice_on_retry(mm: Mattermost, storage: Storage,
+def test_an_add_whose_commit_answer_was_lost_is_not_saved_twice_on_retry(mm: SlashClient, storage: Storage,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     real = Storage.transaction
     lost = {"once": True}
@@ -303,7 +303,7 @@ def test_an_add_whose_commit_answer_was_lost_is_not_saved_twice_on_retry(mm: Mat
 
 # ---- finding 10: Markdown in names, images in records ------------------------------------------------
 
-def test_a_file_name_cannot_make_a_link_and_an_image_is_not_loaded(mm: Mattermost, storage: Storage) -> None:
+def test_a_file_name_cannot_make_a_link_and_an_image_is_not_loaded(mm: SlashClient, storage: Storage) -> None:
     owner, _ = storage.ensure_user(mm.user_id("bob"), "bob", "member")
     rid = storage.add_record(owner, "see ![pixel](https://evil.example/p.png) and `![kept](x)`", [
         Attachment("f" * 26, "report.pdf](https://evil.example/login) [x", 10, "application/pdf")])
@@ -315,7 +315,7 @@ def test_a_file_name_cannot_make_a_link_and_an_image_is_not_loaded(mm: Mattermos
 
 # ---- finding 11: mentions neutralised only where they could ping ---------------------------------------
 
-def test_an_ephemeral_reply_keeps_text_exactly_and_a_channel_post_pings_no_one(mm: Mattermost) -> None:
+def test_an_ephemeral_reply_keeps_text_exactly_and_a_channel_post_pings_no_one(mm: SlashClient) -> None:
     mm.channels["ops"] = "opschannel0000000000000000"
     rid = int(ok_reply(mm, "bob", "add ssh deploy@web-01 then told @here and `@all in code`").split("#")[1]
               .split("*")[0])
@@ -329,7 +329,7 @@ def test_an_ephemeral_reply_keeps_text_exactly_and_a_channel_post_pings_no_one(m
 
 # ---- finding 12: cursors -------------------------------------------------------------------------------
 
-def test_a_cursor_past_the_newest_record_starts_from_the_newest(mm: Mattermost) -> None:
+def test_a_cursor_past_the_newest_record_starts_from_the_newest(mm: SlashClient) -> None:
     ok_reply(mm, "bob", "add the only record")
     started = time.perf_counter()
     reply = ok_reply(mm, "bob", "list before:999999999999999999")
@@ -346,13 +346,13 @@ def test_the_stored_token_is_refused_once_self_registration_is_off(storage: Stor
     for cfg, expected in ((on, 200), (off, 401)):
         server = BotServer(Services(storage, cfg)).start()
         try:
-            status, _ = Mattermost(server.url, "registered-token").send("bob", "help")
+            status, _ = SlashClient(server.url, "registered-token").send("bob", "help")
             assert status == expected, cfg.mattermost.register_command
         finally:
             server.stop()
 
 
-def test_tags_of_an_old_record_beyond_the_cap_still_fit_in_a_reply(mm: Mattermost, storage: Storage) -> None:
+def test_tags_of_an_old_record_beyond_the_cap_still_fit_in_a_reply(mm: SlashClient, storage: Storage) -> None:
     owner, _ = storage.ensure_user(mm.user_id("bob"), "bob", "member")
     rid = storage.add_record(owner, "an old record from before the tag cap")
     insert_rows(storage, "T_TAG", [{"record_id": rid, "tag": f"tag-{i:04d}-" + "x" * 40} for i in range(3000)])

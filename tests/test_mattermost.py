@@ -280,7 +280,7 @@ async def test_check_reports_each_mattermost_part(world: World, db_url: str) -> 
 
 async def test_mattermost_down_at_start_slash_commands_still_work_and_check_says_why(storage: Storage,
                                                                                     db_url: str) -> None:
-    from tests.botserver import Mattermost
+    from tests.botserver import SlashClient
 
     dead = f"http://127.0.0.1:{free_port()}"
     port = free_port()
@@ -291,7 +291,7 @@ async def test_mattermost_down_at_start_slash_commands_still_work_and_check_says
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        client = Mattermost(f"http://127.0.0.1:{port}", "hand")
+        client = SlashClient(f"http://127.0.0.1:{port}", "hand")
         status, body = await asyncio.get_running_loop().run_in_executor(None, client.send, "bob", "add still here")
         assert status == 200 and body["text"].startswith("Saved record")
     finally:

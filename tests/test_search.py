@@ -10,8 +10,7 @@ from bot import search
 from bot.errors import UserError
 from bot.storage import Filter, Storage
 from tests.conftest import wipe
-from tests.helpers import engine_of
-from tests.test_storage import all_pages, make_user
+from tests.helpers import all_pages, engine_of, make_user
 
 # Small alphabets so that words of every length both match and miss; letters whose case folding
 # is not ASCII, and full-width forms, are there on purpose.

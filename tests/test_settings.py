@@ -18,7 +18,7 @@ from bot.alerts.rules import evaluate
 from bot.config import AlertsConfig, Config, ConfigError, MattermostConfig, load_config
 from bot.context import Services
 from bot.storage import Storage
-from tests.botserver import BotServer, Mattermost
+from tests.botserver import BotServer, SlashClient
 from tests.conftest import wipe
 
 TOKEN = "settings-test-token"
@@ -82,7 +82,7 @@ def test_the_reported_sequence_critical_95_warn_85_warn_40_critical_50_is_what_a
     bot = BotServer(Services(storage, Config(mattermost=MattermostConfig(slash_tokens=(TOKEN,)),
                                              admins=("ada",)))).start()
     try:
-        mm = Mattermost(bot.url, TOKEN)
+        mm = SlashClient(bot.url, TOKEN)
         for key, value in [("critical_percent", 95), ("warn_percent", 85), ("warn_percent", 40),
                            ("critical_percent", 50)]:
             assert f"alerts.{key} is now {value}" in mm.text("ada", f"admin set alerts.{key} {value}")

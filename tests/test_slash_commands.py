@@ -4,25 +4,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.config import Config, MattermostConfig
 from bot.context import Services
 from bot.render import ZWSP
 from bot.storage import Storage
-from tests.botserver import BotServer, Mattermost, get
-from tests.helpers import count_rows, set_role_directly
-
-TOKEN = "slash-token-for-tests"
-
-
-def config(**changes: object) -> Config:
-    base = Config(mattermost=MattermostConfig(slash_tokens=(TOKEN,)), admins=("ada",))
-    return replace(base, **changes)
+from tests.botserver import BotServer, SlashClient, get
+from tests.helpers import TOKEN, config, count_rows, set_role_directly
 
 
 @pytest.fixture
@@ -33,8 +24,8 @@ def server(storage: Storage) -> Iterator[BotServer]:
 
 
 @pytest.fixture
-def mm(server: BotServer) -> Mattermost:
-    client = Mattermost(server.url, TOKEN, channels={"ops": "opschannel0000000000000000"})
+def mm(server: BotServer) -> SlashClient:
+    client = SlashClient(server.url, TOKEN, channels={"ops": "opschannel0000000000000000"})
     for name in ("ada", "bob", "carol", "dave", "eve"):
         client.user_id(name)
     return client
@@ -53,7 +44,7 @@ def record_id(reply: str) -> int:
 # ---- the token check -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("token", ["forged", "", TOKEN + "x", TOKEN[:-1]])
-def test_a_wrong_missing_or_empty_token_gets_401_and_changes_nothing(mm: Mattermost, storage: Storage,
+def test_a_wrong_missing_or_empty_token_gets_401_and_changes_nothing(mm: SlashClient, storage: Storage,
                                                                      token: str) -> None:
     mm.text("bob", "add first")
     before = counts(storage)
@@ -62,7 +53,7 @@ def test_a_wrong_missing_or_empty_token_gets_401_and_changes_nothing(mm: Matterm
     assert counts(storage) == before
 
 
-def test_a_request_without_any_token_field_gets_401(mm: Mattermost, storage: Storage) -> None:
+def test_a_request_without_any_token_field_gets_401(mm: SlashClient, storage: Storage) -> None:
     form = [f for f in mm.form("bob", "add x") if f[0] != "token"]
     before = counts(storage)
     mm.token = ""  # no Authorization header either
@@ -70,7 +61,7 @@ def test_a_request_without_any_token_field_gets_401(mm: Mattermost, storage: Sto
     assert status == 401 and counts(storage) == before
 
 
-def test_get_requests_work_like_post(mm: Mattermost) -> None:
+def test_get_requests_work_like_post(mm: SlashClient) -> None:
     status, body = mm.send("bob", "add via GET", method="GET")
     assert status == 200 and body["text"].startswith("Saved record")
 
@@ -80,25 +71,25 @@ def test_get_requests_work_like_post(mm: Mattermost) -> None:
 ODD = "it's \"quoted\" \\ back\\slash\n'); DROP TABLE T_CONTENT; --\n😀 emoji and 中文 \t tab  double  space"
 
 
-def test_show_returns_text_byte_identical_after_add(mm: Mattermost) -> None:
+def test_show_returns_text_byte_identical_after_add(mm: SlashClient) -> None:
     rid = record_id(mm.text("bob", "add " + ODD))
     shown = mm.text("bob", f"show {rid}")
     assert shown.endswith("\n\n" + ODD)
 
 
-def test_add_replies_with_the_id_and_tags(mm: Mattermost) -> None:
+def test_add_replies_with_the_id_and_tags(mm: SlashClient) -> None:
     reply = mm.text("bob", "add restarted nginx #deploy #Web")
     assert re.fullmatch(r"Saved record \*\*#\d+\*\*\. Tags: `#deploy` `#web`\.", reply)
 
 
-def test_add_with_no_text_is_refused(mm: Mattermost, storage: Storage) -> None:
+def test_add_with_no_text_is_refused(mm: SlashClient, storage: Storage) -> None:
     before = counts(storage)
     reply = mm.text("bob", "add    ")
     assert "empty" in reply
     assert counts(storage)[1:] == before[1:]
 
 
-def test_find_pages_with_a_working_next_page_command(mm: Mattermost, storage: Storage) -> None:
+def test_find_pages_with_a_working_next_page_command(mm: SlashClient, storage: Storage) -> None:
     ids = [record_id(mm.text("bob", f"add deploy number {i}")) for i in range(12)]
     first = mm.text("bob", "find deploy")
     assert "**12 records** · page 1 of 2" in first
@@ -110,7 +101,7 @@ def test_find_pages_with_a_working_next_page_command(mm: Mattermost, storage: St
     assert mm.text("bob", "find deploy page:2") == second
 
 
-def test_find_errors_name_the_bad_part_and_show_usage(mm: Mattermost) -> None:
+def test_find_errors_name_the_bad_part_and_show_usage(mm: SlashClient) -> None:
     assert "give at least one word" in mm.text("bob", "find")
     reply = mm.text("bob", "find x since:2026-13-01")
     assert "'since:2026-13-01' is not a date" in reply and "Usage: `/rec find" in reply
@@ -119,7 +110,7 @@ def test_find_errors_name_the_bad_part_and_show_usage(mm: Mattermost) -> None:
     assert "@nobody is not a user recbot knows" in mm.text("bob", "find x @nobody")
 
 
-def test_list_filters_by_user_and_tag(mm: Mattermost) -> None:
+def test_list_filters_by_user_and_tag(mm: SlashClient) -> None:
     mm.text("ada", "add admin note #infra")
     b = record_id(mm.text("bob", "add bob note #infra"))
     mm.text("bob", "add bob other #misc")
@@ -128,7 +119,7 @@ def test_list_filters_by_user_and_tag(mm: Mattermost) -> None:
     assert "No records you can see" in mm.text("carol", "list")
 
 
-def test_show_edit_delete_errors(mm: Mattermost) -> None:
+def test_show_edit_delete_errors(mm: SlashClient) -> None:
     rid = record_id(mm.text("bob", "add bob's"))
     assert "'abc' is not a record id" in mm.text("bob", "show abc")
     assert f"record {rid + 50} does not exist or you cannot see it" in mm.text("bob", f"show {rid + 50}")
@@ -143,13 +134,13 @@ def test_show_edit_delete_errors(mm: Mattermost) -> None:
     assert "bob's, fixed" in mm.text("bob", f"show {rid}")
 
 
-def test_unknown_and_empty_commands_point_to_help(mm: Mattermost) -> None:
+def test_unknown_and_empty_commands_point_to_help(mm: SlashClient) -> None:
     assert "'frob' is not a /rec command" in mm.text("bob", "frob")
     assert "/rec help" in mm.text("bob", "")
     assert "'admin nope' is not a /rec command" in mm.text("ada", "admin nope")
 
 
-def test_help_is_generated_from_the_table_and_hides_admin_commands_from_members(mm: Mattermost) -> None:
+def test_help_is_generated_from_the_table_and_hides_admin_commands_from_members(mm: SlashClient) -> None:
     member = mm.text("bob", "help")
     admin = mm.text("ada", "help")
     assert "/rec find" in member and "/rec admin grant" not in member
@@ -162,7 +153,7 @@ def test_help_is_generated_from_the_table_and_hides_admin_commands_from_members(
 
 # ---- visibility through HTTP -------------------------------------------------------------------
 
-def test_visibility_owner_grantee_shared_stranger_disabled_admin(mm: Mattermost) -> None:
+def test_visibility_owner_grantee_shared_stranger_disabled_admin(mm: SlashClient) -> None:
     for name in ("ada", "bob", "carol", "dave", "eve"):
         mm.text(name, "help")
     rid = record_id(mm.text("bob", "add bob secret"))
@@ -185,7 +176,7 @@ def test_visibility_owner_grantee_shared_stranger_disabled_admin(mm: Mattermost)
     assert visible("carol") == set()
 
 
-def test_share_into_a_channel_answers_in_channel_with_that_channel_id_and_no_pings(mm: Mattermost) -> None:
+def test_share_into_a_channel_answers_in_channel_with_that_channel_id_and_no_pings(mm: SlashClient) -> None:
     rid = record_id(mm.text("bob", "add paged @channel and @here about @carol"))
     status, body = mm.send("bob", f"share {rid} ~ops")
     assert status == 200
@@ -196,7 +187,7 @@ def test_share_into_a_channel_answers_in_channel_with_that_channel_id_and_no_pin
     assert "not both" in mm.text("bob", f"share {rid} @carol ~ops")
 
 
-def test_share_needs_the_caller_to_see_the_record(mm: Mattermost, storage: Storage) -> None:
+def test_share_needs_the_caller_to_see_the_record(mm: SlashClient, storage: Storage) -> None:
     rid = record_id(mm.text("bob", "add private"))
     mm.text("dave", "help")
     before = counts(storage)
@@ -206,7 +197,7 @@ def test_share_needs_the_caller_to_see_the_record(mm: Mattermost, storage: Stora
 
 # ---- admin ----------------------------------------------------------------------------------------
 
-def test_members_are_refused_admin_commands_and_nothing_changes(mm: Mattermost, storage: Storage) -> None:
+def test_members_are_refused_admin_commands_and_nothing_changes(mm: SlashClient, storage: Storage) -> None:
     mm.text("carol", "help")
     mm.text("bob", "help")
     before = counts(storage)
@@ -217,7 +208,7 @@ def test_members_are_refused_admin_commands_and_nothing_changes(mm: Mattermost, 
 
 
 def test_a_role_changed_by_another_process_never_widens_access_while_the_caller_is_remembered(
-        mm: Mattermost, storage: Storage) -> None:
+        mm: SlashClient, storage: Storage) -> None:
     # Another server.workers process (here: a direct UPDATE) changes roles while this process still
     # remembers the callers for IDENTITY_MAX_AGE: the SQL and the admin gate must read them afresh.
 
@@ -237,7 +228,7 @@ def test_a_role_changed_by_another_process_never_widens_access_while_the_caller_
     assert counts(storage) == before
 
 
-def test_admin_settings_set_and_audit(mm: Mattermost, storage: Storage) -> None:
+def test_admin_settings_set_and_audit(mm: SlashClient, storage: Storage) -> None:
     mm.text("ada", "help")
     assert "| page_size | 10 | config |" in mm.text("ada", "admin settings")
     assert "page_size is now 2 (was 10)" in mm.text("ada", "admin set page_size 2")
@@ -255,7 +246,7 @@ def test_admin_settings_set_and_audit(mm: Mattermost, storage: Storage) -> None:
     assert "is not a count" in mm.text("ada", "admin audit lots")
 
 
-def test_admin_users_perms_role_and_status(mm: Mattermost) -> None:
+def test_admin_users_perms_role_and_status(mm: SlashClient) -> None:
     mm.text("bob", "add one")
     mm.text("carol", "help")
     users = mm.text("ada", "admin users")
@@ -272,7 +263,7 @@ def test_admin_users_perms_role_and_status(mm: Mattermost) -> None:
 def test_closed_registration_turns_newcomers_away_until_an_admin_admits_them(storage: Storage) -> None:
     bot = BotServer(Services(storage, config(registration="closed"))).start()
     try:
-        mm = Mattermost(bot.url, TOKEN)
+        mm = SlashClient(bot.url, TOKEN)
         mm.user_id("newbie")
         assert "registration is closed" in mm.text("newbie", "add hello")
         assert counts(storage)[1] == 0
@@ -285,7 +276,7 @@ def test_closed_registration_turns_newcomers_away_until_an_admin_admits_them(sto
 
 # ---- health and metrics ------------------------------------------------------------------------
 
-def test_healthz_and_metrics(mm: Mattermost, server: BotServer) -> None:
+def test_healthz_and_metrics(mm: SlashClient, server: BotServer) -> None:
     mm.text("bob", "add x")
     mm.text("bob", "frob")
     mm.send("bob", "add y", token="bad")
@@ -299,7 +290,7 @@ def test_healthz_and_metrics(mm: Mattermost, server: BotServer) -> None:
     assert re.search(r"recbot_command_seconds_count [1-9]", text)
 
 
-def test_metrics_labels_come_from_the_command_table_whatever_the_caller_types(mm: Mattermost,
+def test_metrics_labels_come_from_the_command_table_whatever_the_caller_types(mm: SlashClient,
                                                                             server: BotServer) -> None:
     for text in ('a"}', 'x"} 9\\n', "💥", "ADMIN frob", ""):
         mm.text("bob", text)
@@ -327,7 +318,7 @@ TEXT = st.one_of(
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sub=st.sampled_from(SUBCOMMANDS), text=TEXT, as_admin=st.booleans())
-def test_arbitrary_text_never_gives_a_5xx_and_always_a_valid_command_response(mm: Mattermost, sub: str, text: str,
+def test_arbitrary_text_never_gives_a_5xx_and_always_a_valid_command_response(mm: SlashClient, sub: str, text: str,
                                                                              as_admin: bool) -> None:
     status, body = mm.send("ada" if as_admin else "bob", f"{sub} {text}")
     assert status == 200, body
@@ -337,7 +328,7 @@ def test_arbitrary_text_never_gives_a_5xx_and_always_a_valid_command_response(mm
     assert "Something broke" not in body["text"], body["text"]
 
 
-def test_a_long_result_counts_ten_pages_ahead_and_says_more_than(mm: Mattermost) -> None:
+def test_a_long_result_counts_ten_pages_ahead_and_says_more_than(mm: SlashClient) -> None:
     mm.text("ada", "admin set page_size 2")
     for i in range(25):
         mm.text("ada", f"add many {i}")
@@ -347,7 +338,7 @@ def test_a_long_result_counts_ten_pages_ahead_and_says_more_than(mm: Mattermost)
     assert "**25 records** · page 13 of 13" in last and "That is all" in last
 
 
-def test_a_search_that_runs_out_of_time_says_so_and_offers_to_go_on(mm: Mattermost, storage: Storage,
+def test_a_search_that_runs_out_of_time_says_so_and_offers_to_go_on(mm: SlashClient, storage: Storage,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from bot import search
 

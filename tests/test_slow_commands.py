@@ -16,8 +16,8 @@ from bot.commands import admin, help, records, share
 from bot.context import Context, Reply, Services
 from bot.dispatch import Dispatcher, Router
 from bot.storage import Storage
-from tests.botserver import BotServer, Mattermost
-from tests.test_slash_commands import TOKEN, config
+from tests.botserver import BotServer, SlashClient
+from tests.helpers import TOKEN, config
 
 
 class Receiver:
@@ -75,7 +75,7 @@ def test_a_slow_command_is_acknowledged_fast_then_answered_at_response_url(
     dispatcher = Dispatcher([records.router, share.router, help.router, admin.router, slow])
     bot = BotServer(Services(storage, config()), dispatcher).start()
     try:
-        mm = Mattermost(bot.url, TOKEN)
+        mm = SlashClient(bot.url, TOKEN)
         form = [(k, receiver.url if k == "response_url" else v) for k, v in mm.form("bob", "slow")]
         started = time.perf_counter()
         status, body = mm.send("bob", "", form=form)
@@ -127,7 +127,7 @@ def test_a_response_url_outside_the_configured_mattermost_is_never_called(
                                                                team="ops", slash_tokens=(TOKEN,)))
     bot = BotServer(Services(storage, elsewhere), slow_dispatcher(1.0)).start()
     try:
-        mm = Mattermost(bot.url, TOKEN)
+        mm = SlashClient(bot.url, TOKEN)
         form = [(k, receiver.url if k == "response_url" else v) for k, v in mm.form("bob", "slow")]
         status, body = mm.send("bob", "", form=form)
         # Not Mattermost's own hook: the bot answers in the response itself, however long it takes.
@@ -143,7 +143,7 @@ def test_a_hanging_response_url_does_not_hold_the_stop(storage: Storage, monkeyp
     url = f"http://127.0.0.1:{hanging.getsockname()[1]}/hooks/commands/abc"
     bot = BotServer(Services(storage, config()), slow_dispatcher(0.5)).start()
     try:
-        mm = Mattermost(bot.url, TOKEN)
+        mm = SlashClient(bot.url, TOKEN)
         form = [(k, url if k == "response_url" else v) for k, v in mm.form("bob", "slow")]
         status, body = mm.send("bob", "", form=form)
         assert status == 200 and "Working on it" in body["text"]

@@ -12,27 +12,7 @@ from sqlalchemy import text
 from bot.errors import Conflict, Forbidden, NotFound, UserError
 from bot.storage import Filter, Storage, User, extract_tags
 from tests.conftest import wipe
-from tests.helpers import engine_of, set_role_directly
-
-
-def make_user(storage: Storage, name: str, role: str = "member") -> User:
-    created, _ = storage.ensure_user(f"mm-{name}", name)
-    if role != "member":
-        set_role_directly(storage, role, user_id=created.id)
-    found = storage.user_by_id(created.id)
-    assert found is not None
-    return found
-
-
-def all_pages(storage: Storage, viewer: User, flt: Filter, page: int = 3) -> list[int]:
-    ids: list[int] = []
-    before = None
-    while True:
-        result = storage.find(viewer, flt, limit=page, before=before)
-        ids.extend(r.id for r in result.records)
-        if result.next_before is None:
-            return ids
-        before = result.next_before
+from tests.helpers import all_pages, engine_of, make_user, set_role_directly
 
 
 def test_add_then_get_returns_text_owner_tags_and_no_revisions(storage: Storage) -> None:

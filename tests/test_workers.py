@@ -19,7 +19,7 @@ import pytest
 
 from bot import migrate
 from bot.storage import Storage, make_engine
-from tests.botserver import Mattermost, free_port
+from tests.botserver import SlashClient, free_port
 from tests.fakes.mattermost import FakeMattermost
 from tests.helpers import count_rows
 
@@ -106,7 +106,7 @@ def test_two_workers_answer_on_one_port_and_stop_together(migrated: str, tmp_pat
     try:
         assert bot.workers_seen(2) == {0, 1}, bot.text()
         (child,) = children_of(bot.proc.pid)
-        client = Mattermost(f"http://127.0.0.1:{bot.port}", TOKEN)
+        client = SlashClient(f"http://127.0.0.1:{bot.port}", TOKEN)
         with ThreadPoolExecutor(6) as pool:
             replies = list(pool.map(lambda i: client.send(f"user{i % 3}", f"add parallel write {i} #w"), range(40)))
         assert all(status == 200 and body["text"].startswith("Saved record") for status, body in replies), replies
@@ -142,7 +142,7 @@ def test_a_worker_that_dies_is_reported_and_the_other_keeps_serving(migrated: st
         assert "restart recbot" in bot.text()
         # Its socket closed with it, so every new connection reaches worker 0.
         assert {health(bot.port)["worker"] for _ in range(20)} == {0}  # type: ignore[index]
-        client = Mattermost(f"http://127.0.0.1:{bot.port}", TOKEN)
+        client = SlashClient(f"http://127.0.0.1:{bot.port}", TOKEN)
         assert client.text("ann", "add still serving").startswith("Saved record")
     finally:
         code = bot.stop()
