@@ -18,6 +18,7 @@ from bot.metrics import Metrics
 from bot.storage import Storage
 from tests.botserver import free_port
 from tests.fakes.mattermost import FakeMattermost
+from tests.fakes.mattermost.seed import seed
 
 GiB = 1024 ** 3
 
@@ -79,10 +80,8 @@ class Ops:
 async def ops_world() -> AsyncIterator[Ops]:
     fake = FakeMattermost()
     base = await fake.start()
-    bot = fake.add_user("recbot", is_bot=True, can_manage_commands=True)
-    team = fake.add_team("ops")
-    channel = fake.add_channel(team, "ops-alerts")
-    fake.add_member(channel, bot)
+    world = seed(fake, channels={"ops-alerts": ("recbot",)})
+    bot, channel = world.bot, world.channels["ops-alerts"]
     port = free_port()
     config = Config(server=ServerConfig(port=port, public_url=f"http://127.0.0.1:{port}"),
                     mattermost=MattermostConfig(url=base, bot_token=bot["token"], team="ops"),

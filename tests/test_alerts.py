@@ -25,6 +25,7 @@ from bot.storage import Storage, make_engine
 from tests.alerting import Clock, Disk, Ops
 from tests.botserver import free_port, get
 from tests.fakes.mattermost import FakeMattermost
+from tests.fakes.mattermost.seed import seed
 
 
 async def test_a_warning_is_posted_once_with_chart_and_buttons_and_a_restart_reposts_nothing(
@@ -151,12 +152,8 @@ async def test_end_to_end_a_real_directory_over_threshold_alerts_within_two_inte
         storage: Storage, tmp_path: Path) -> None:
     fake = FakeMattermost()
     base = await fake.start()
-    bot = fake.add_user("recbot", is_bot=True, can_manage_commands=True)
-    oncall = fake.add_user("oncall")
-    team = fake.add_team("ops")
-    channel = fake.add_channel(team, "ops-alerts")
-    for member in (bot, oncall):
-        fake.add_member(channel, member)
+    world = seed(fake, people=("oncall",), channels={"ops-alerts": ("recbot", "oncall")})
+    bot, oncall, channel = world.bot, world.users["oncall"], world.channels["ops-alerts"]
     used = psutil.disk_usage(str(tmp_path)).percent
     port = free_port()
     config = Config(server=ServerConfig(port=port, public_url=f"http://127.0.0.1:{port}"),

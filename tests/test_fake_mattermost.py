@@ -32,6 +32,7 @@ from mattermostautodriver.exceptions import (
 from multidict import CIMultiDict
 
 from tests.fakes.mattermost import FakeMattermost, is_valid_id
+from tests.fakes.mattermost.seed import seed
 
 JSON = dict[str, Any]
 # The schemas the fake is checked against, extracted from ../shared/mattermost-openapi (see "source" inside).
@@ -65,18 +66,11 @@ async def mm() -> AsyncIterator[FakeMattermost]:
 
 @pytest.fixture
 def world(mm: FakeMattermost) -> World:
-    team = mm.add_team("ops", display_name="Ops")
-    town = mm.add_channel(team, "town-square", display_name="Town Square")
-    secret = mm.add_channel(team, "secret", type="P")
-    other = mm.add_channel(team, "other")
-    bot = mm.add_user("recbot", is_bot=True, can_manage_commands=True)
-    alice, bob, carol = mm.add_user("alice"), mm.add_user("bob"), mm.add_user("carol")
-    admin = mm.add_user("root", roles="system_admin system_user")
-    for user in (bot, alice, bob):
-        mm.add_member(town, user)
-    mm.add_member(secret, alice)
-    mm.add_member(other, carol)
-    return World(team, town, secret, other, bot, alice, bob, carol, admin)
+    w = seed(mm, people=("alice", "bob", "carol"), admins=("root",), private=("secret",),
+             channels={"town-square": ("recbot", "alice", "bob"), "secret": ("alice",), "other": ("carol",)})
+    u, c = w.users, w.channels
+    return World(w.team, c["town-square"], c["secret"], c["other"], w.bot, u["alice"], u["bob"], u["carol"],
+                 u["root"])
 
 
 @contextlib.asynccontextmanager

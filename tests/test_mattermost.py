@@ -24,6 +24,7 @@ from bot.mattermost.gateway import Gateway
 from bot.storage import Filter, Storage
 from tests.botserver import free_port
 from tests.fakes.mattermost import FakeMattermost
+from tests.fakes.mattermost.seed import seed
 from tests.helpers import insert_rows, rows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,16 +78,10 @@ class World:
 async def world(storage: Storage) -> AsyncIterator[World]:
     fake = FakeMattermost()
     base = await fake.start()
-    bot = fake.add_user("recbot", is_bot=True, can_manage_commands=True)
-    team = fake.add_team("ops")
-    town = fake.add_channel(team, "town-square")
-    alerts = fake.add_channel(team, "ops-alerts")
-    users = {"recbot": bot}
-    for name in ("alice", "bob", "carol"):
-        users[name] = fake.add_user(name)
-        fake.add_member(town, users[name])
-    fake.add_member(town, bot)
-    fake.add_member(alerts, bot)
+    seeded = seed(fake, people=("alice", "bob", "carol"),
+                  channels={"town-square": ("alice", "bob", "carol", "recbot"), "ops-alerts": ("recbot",)})
+    bot, team, users = seeded.bot, seeded.team, seeded.users
+    town, alerts = seeded.channels["town-square"], seeded.channels["ops-alerts"]
     port = free_port()
     config = Config(server=ServerConfig(port=port, public_url=f"http://127.0.0.1:{port}"),
                     mattermost=MattermostConfig(url=base, bot_token=bot["token"], team="ops"), admins=("alice",))
