@@ -45,7 +45,7 @@ SCHEDULER = web.AppKey("scheduler", AlertScheduler)
 WORKER = web.AppKey("worker", int)
 
 
-def _reply_json(reply: Reply) -> dict[str, Any]:
+def reply_json(reply: Reply) -> dict[str, Any]:
     # Only a reply posted into the channel can ping anyone; an ephemeral one keeps text as written.
     text = neutralise(reply.text) if reply.in_channel else reply.text
     return command_response(cap(text), in_channel=reply.in_channel, channel_id=reply.channel_id,
@@ -139,13 +139,13 @@ async def command(request: web.Request) -> web.Response:
             task.add_done_callback(app[STATE]["later"].discard)
             return web.json_response(command_response("Working on it; the answer will follow here."))
     app[METRICS].observe(result.command, result.outcome, time.perf_counter() - started)
-    return web.json_response(_reply_json(result.reply))
+    return web.json_response(reply_json(result.reply))
 
 
 async def _answer_later(app: web.Application, work: asyncio.Future, url: str, started: float) -> None:
     result: Result = await work
     app[METRICS].observe(result.command, result.outcome, time.perf_counter() - started)
-    body = _reply_json(result.reply)
+    body = reply_json(result.reply)
     delay = 1.0
     for attempt in range(5):  # a response_url takes 5 uses within 30 minutes
         try:

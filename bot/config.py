@@ -76,6 +76,12 @@ class Config:
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     source: str = field(default="(defaults)", compare=False)
 
+    @property
+    def newcomer_role(self) -> str:
+        """What a first use registers someone as: a member, or (registration closed) disabled until an
+        admin admits them."""
+        return "member" if self.registration == "open" else "disabled"
+
 
 # Per-key rules beyond the type: (check, what the key accepts). The runtime settings (page size and
 # the alert numbers) are declared once, in bot.settings, and checked from there.

@@ -88,7 +88,6 @@ class Context:
                                if gateway is not None else
                                f"@{name} is not a user recbot knows; check the spelling, "
                                f"or ask them to type /{self.config.mattermost.trigger} help once")
-            role = "member" if self.config.registration == "open" else "disabled"
-            user, _ = self.storage.ensure_user(mm_id, key, role)
+            user, _ = self.storage.ensure_user(mm_id, key, self.config.newcomer_role)
             found.append(user)
         return found

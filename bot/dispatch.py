@@ -128,7 +128,7 @@ def identify(call: Call) -> None:
     listed username is bound to the first account that registers with it.
     """
     config, storage, request = call.services.config, call.services.storage, call.event.request
-    role = "member" if config.registration == "open" else "disabled"
+    role = config.newcomer_role
     # Member commands may use a row this process read a moment ago; admin commands read afresh.
     max_age = IDENTITY_MAX_AGE if call.command.role == MEMBER and call.command.name else 0.0
     user, created = storage.ensure_user(request.user_id, request.user_name or request.user_id, role, max_age=max_age)

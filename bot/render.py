@@ -62,7 +62,7 @@ def record_line(record: Record) -> str:
             f"> {no_images(first_line(record.body))}{tags}")
 
 
-def record_list(records: Sequence[Record], header: str, footer: str) -> str:
+def record_list(records: Sequence[Record], header: str, footer: str, trigger: str = "rec") -> str:
     """Records with a header and a paging footer, cut cleanly below the post limit."""
     parts: list[str] = [header]
     used = len(header) + len(footer) + 2
@@ -76,7 +76,7 @@ def record_list(records: Sequence[Record], header: str, footer: str) -> str:
         shown += 1
     if shown < len(records):
         parts.append(f"_{len(records) - shown} more on this page not shown (message too long); "
-                     "narrow the search or open one with /rec show <id>._")
+                     f"narrow the search or open one with /{trigger} show <id>._")
     parts.append(footer)
     return "\n\n".join(p for p in parts if p)
 

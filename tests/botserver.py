@@ -13,10 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from multidict import MultiDict
 
-from bot.app import build_app
+from bot.app import build_app, reply_json
+from bot.commands import dispatcher as build_dispatcher
 from bot.context import Services
 from bot.dispatch import Dispatcher
+from bot.mattermost.slash import SlashRequest
 from bot.metrics import Metrics
 
 
@@ -69,7 +72,7 @@ class SlashClient:
     team_id: str = "teamid00000000000000000000"
     channel_id: str = "chanid00000000000000000000"
     channel_name: str = "town-square"
-    users: dict[str, str] = field(default_factory=dict)  # username -> SlashClient user id
+    users: dict[str, str] = field(default_factory=dict)  # username -> Mattermost user id
     channels: dict[str, str] = field(default_factory=dict)  # channel name -> id
 
     def user_id(self, name: str) -> str:
@@ -128,3 +131,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@dataclass
+class InProcessClient(SlashClient):
+    """The same requests as SlashClient, handed straight to the dispatcher (no socket, no token check):
+    for tests of what commands do. The HTTP door has its own tests (token, formats, response_url)."""
+
+    services: Services | None = None
+    dispatcher: Dispatcher | None = None
+
+    def send(self, user: str, text: str, *, token: str | None = None, method: str = "POST",
+             form: list[tuple[str, str]] | None = None) -> tuple[int, Any]:
+        fields = form if form is not None else self.form(user, text, token=token)
+        request = SlashRequest.from_fields(MultiDict(fields))
+        assert self.services is not None
+        result = (self.dispatcher or build_dispatcher()).handle(self.services, request)
+        return 200, reply_json(result.reply)

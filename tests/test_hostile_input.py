@@ -18,18 +18,12 @@ from hypothesis import strategies as st
 from sqlalchemy.exc import OperationalError
 
 from bot.app import COMMAND_TOKEN_SETTING
-from bot.config import Config, DatabaseConfig, MattermostConfig
+from bot.config import DatabaseConfig, MattermostConfig
 from bot.context import Services
 from bot.storage import Attachment, Filter, Storage, make_engine
 from tests.botserver import BotServer, SlashClient, get
 from tests.conftest import wipe
-from tests.helpers import count_rows, insert_rows
-
-TOKEN = "hostile-input-token"
-
-
-def config(**changes: object) -> Config:
-    return replace(Config(mattermost=MattermostConfig(slash_tokens=(TOKEN,)), admins=("ada",)), **changes)
+from tests.helpers import TOKEN, config, count_rows, insert_rows
 
 
 @pytest.fixture

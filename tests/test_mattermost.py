@@ -228,11 +228,8 @@ async def test_an_unknown_user_named_without_a_mention_is_looked_up_in_mattermos
 async def test_without_permission_to_register_the_bot_still_serves_its_configured_token(storage: Storage) -> None:
     fake = FakeMattermost()
     base = await fake.start()
-    bot = fake.add_user("recbot", is_bot=True, can_manage_commands=False)
-    team = fake.add_team("ops")
-    town = fake.add_channel(team, "town-square")
-    bob = fake.add_user("bob")
-    fake.add_member(town, bob)
+    seeded = seed(fake, people=("bob",), channels={"town-square": ("bob",)}, bot_manages_commands=False)
+    bot, team, town, bob = seeded.bot, seeded.team, seeded.channels["town-square"], seeded.users["bob"]
     port = free_port()
     hand_made = fake.add_command(team, "rec", f"http://127.0.0.1:{port}/mattermost/command", creator=bob)
     config = Config(server=ServerConfig(port=port, public_url=f"http://127.0.0.1:{port}"),
@@ -316,9 +313,9 @@ async def test_status_sends_the_admin_a_chart_in_a_direct_message(world: World) 
 async def test_check_says_when_the_bot_may_not_manage_commands(storage: Storage, db_url: str) -> None:
     fake = FakeMattermost()
     base = await fake.start()
-    bot = fake.add_user("recbot", is_bot=True, can_manage_commands=False)
-    team = fake.add_team("ops")
-    fake.add_team_member(team, bot)
+    seeded = seed(fake, bot_manages_commands=False)
+    bot = seeded.bot
+    fake.add_team_member(seeded.team, bot)
     env = {"REC_DATABASE__URL": db_url, "REC_MATTERMOST__URL": base, "REC_MATTERMOST__BOT_TOKEN": bot["token"],
            "REC_MATTERMOST__TEAM": "ops", "REC_SERVER__PUBLIC_URL": "http://127.0.0.1:1"}
     try:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from bot.context import Services
 from bot.render import ZWSP
 from bot.storage import Storage
-from tests.botserver import BotServer, SlashClient, get
+from tests.botserver import BotServer, InProcessClient, SlashClient, get
 from tests.helpers import TOKEN, config, count_rows, set_role_directly
 
 
@@ -24,8 +24,19 @@ def server(storage: Storage) -> Iterator[BotServer]:
 
 
 @pytest.fixture
-def mm(server: BotServer) -> SlashClient:
+def http(server: BotServer) -> SlashClient:
+    """Requests over the real HTTP server, for what the door does: the token, formats, status codes."""
     client = SlashClient(server.url, TOKEN, channels={"ops": "opschannel0000000000000000"})
+    for name in ("ada", "bob", "carol", "dave", "eve"):
+        client.user_id(name)
+    return client
+
+
+@pytest.fixture
+def mm(storage: Storage) -> SlashClient:
+    """The same requests handed to the dispatcher in-process, for what commands do."""
+    client = InProcessClient("", TOKEN, channels={"ops": "opschannel0000000000000000"},
+                             services=Services(storage, config()))
     for name in ("ada", "bob", "carol", "dave", "eve"):
         client.user_id(name)
     return client
@@ -44,25 +55,25 @@ def record_id(reply: str) -> int:
 # ---- the token check -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("token", ["forged", "", TOKEN + "x", TOKEN[:-1]])
-def test_a_wrong_missing_or_empty_token_gets_401_and_changes_nothing(mm: SlashClient, storage: Storage,
+def test_a_wrong_missing_or_empty_token_gets_401_and_changes_nothing(http: SlashClient, storage: Storage,
                                                                      token: str) -> None:
-    mm.text("bob", "add first")
+    http.text("bob", "add first")
     before = counts(storage)
-    status, _ = mm.send("carol", "add sneaky", token=token)
+    status, _ = http.send("carol", "add sneaky", token=token)
     assert status == 401
     assert counts(storage) == before
 
 
-def test_a_request_without_any_token_field_gets_401(mm: SlashClient, storage: Storage) -> None:
-    form = [f for f in mm.form("bob", "add x") if f[0] != "token"]
+def test_a_request_without_any_token_field_gets_401(http: SlashClient, storage: Storage) -> None:
+    form = [f for f in http.form("bob", "add x") if f[0] != "token"]
     before = counts(storage)
-    mm.token = ""  # no Authorization header either
-    status, _ = mm.send("bob", "", form=form)
+    http.token = ""  # no Authorization header either
+    status, _ = http.send("bob", "", form=form)
     assert status == 401 and counts(storage) == before
 
 
-def test_get_requests_work_like_post(mm: SlashClient) -> None:
-    status, body = mm.send("bob", "add via GET", method="GET")
+def test_get_requests_work_like_post(http: SlashClient) -> None:
+    status, body = http.send("bob", "add via GET", method="GET")
     assert status == 200 and body["text"].startswith("Saved record")
 
 
@@ -176,15 +187,15 @@ def test_visibility_owner_grantee_shared_stranger_disabled_admin(mm: SlashClient
     assert visible("carol") == set()
 
 
-def test_share_into_a_channel_answers_in_channel_with_that_channel_id_and_no_pings(mm: SlashClient) -> None:
-    rid = record_id(mm.text("bob", "add paged @channel and @here about @carol"))
-    status, body = mm.send("bob", f"share {rid} ~ops")
+def test_share_into_a_channel_answers_in_channel_with_that_channel_id_and_no_pings(http: SlashClient) -> None:
+    rid = record_id(http.text("bob", "add paged @channel and @here about @carol"))
+    status, body = http.send("bob", f"share {rid} ~ops")
     assert status == 200
     assert body["response_type"] == "in_channel" and body["channel_id"] == "opschannel0000000000000000"
     assert "@channel" not in body["text"] and f"@{ZWSP}channel" in body["text"]
     assert "@carol" not in body["text"] and "@here" not in body["text"]
-    assert "not a channel Mattermost recognised" in mm.text("bob", f"share {rid} ~unknown")
-    assert "not both" in mm.text("bob", f"share {rid} @carol ~ops")
+    assert "not a channel Mattermost recognised" in http.text("bob", f"share {rid} ~unknown")
+    assert "not both" in http.text("bob", f"share {rid} @carol ~ops")
 
 
 def test_share_needs_the_caller_to_see_the_record(mm: SlashClient, storage: Storage) -> None:
@@ -276,10 +287,10 @@ def test_closed_registration_turns_newcomers_away_until_an_admin_admits_them(sto
 
 # ---- health and metrics ------------------------------------------------------------------------
 
-def test_healthz_and_metrics(mm: SlashClient, server: BotServer) -> None:
-    mm.text("bob", "add x")
-    mm.text("bob", "frob")
-    mm.send("bob", "add y", token="bad")
+def test_healthz_and_metrics(http: SlashClient, server: BotServer) -> None:
+    http.text("bob", "add x")
+    http.text("bob", "frob")
+    http.send("bob", "add y", token="bad")
     status, body = get(server.url + "/healthz")
     assert status == 200 and '"ok"' in body
     status, text = get(server.url + "/metrics")
@@ -290,11 +301,11 @@ def test_healthz_and_metrics(mm: SlashClient, server: BotServer) -> None:
     assert re.search(r"recbot_command_seconds_count [1-9]", text)
 
 
-def test_metrics_labels_come_from_the_command_table_whatever_the_caller_types(mm: SlashClient,
+def test_metrics_labels_come_from_the_command_table_whatever_the_caller_types(http: SlashClient,
                                                                             server: BotServer) -> None:
     for text in ('a"}', 'x"} 9\\n', "💥", "ADMIN frob", ""):
-        mm.text("bob", text)
-    mm.text("bob", "add ok")
+        http.text("bob", text)
+    http.text("bob", "add ok")
     status, text = get(server.url + "/metrics")
     assert status == 200
     sample = re.compile(r'^[a-z_]+(\{([a-z]+="[A-Za-z0-9_.+ -]*",?)*\})? [0-9.]+$')
@@ -318,9 +329,9 @@ TEXT = st.one_of(
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sub=st.sampled_from(SUBCOMMANDS), text=TEXT, as_admin=st.booleans())
-def test_arbitrary_text_never_gives_a_5xx_and_always_a_valid_command_response(mm: SlashClient, sub: str, text: str,
+def test_arbitrary_text_never_gives_a_5xx_and_always_a_valid_command_response(http: SlashClient, sub: str, text: str,
                                                                              as_admin: bool) -> None:
-    status, body = mm.send("ada" if as_admin else "bob", f"{sub} {text}")
+    status, body = http.send("ada" if as_admin else "bob", f"{sub} {text}")
     assert status == 200, body
     assert body["response_type"] in ("ephemeral", "in_channel")
     assert isinstance(body["text"], str) and body["text"].strip()

@@ -21,6 +21,7 @@ from bot import migrate
 from bot.storage import Storage, make_engine
 from tests.botserver import SlashClient, free_port
 from tests.fakes.mattermost import FakeMattermost
+from tests.fakes.mattermost.seed import seed
 from tests.helpers import count_rows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,12 +164,9 @@ async def test_only_worker_zero_registers_the_command_and_reads_direct_messages(
                                                                                tmp_path: Path) -> None:
     fake = FakeMattermost()
     base = await fake.start()
-    bot_user = fake.add_user("recbot", is_bot=True, can_manage_commands=True)
-    team = fake.add_team("ops")
-    town = fake.add_channel(team, "town-square")
-    alice = fake.add_user("alice")
-    fake.add_member(town, alice)
-    fake.add_member(town, bot_user)
+    seeded = seed(fake, people=("alice",), channels={"town-square": ("alice", "recbot")})
+    bot_user, alice = seeded.bot, seeded.users["alice"]
+    town = seeded.channels["town-square"]
     loop = asyncio.get_running_loop()
     bot = Serving(tmp_path, {"REC_DATABASE__URL": migrated, "REC_SERVER__WORKERS": "3",
                              "REC_MATTERMOST__URL": base, "REC_MATTERMOST__BOT_TOKEN": bot_user["token"],

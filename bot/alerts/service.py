@@ -39,6 +39,15 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True)
+class Overview:
+    states: dict[tuple[str, str], PathState]
+    poster: tuple[str, datetime] | None  # who holds this host's lease, until when
+    health: Health | None
+    set_aside: list[Outgoing]
+    pending: int
+
+
 @dataclass
 class Alerts:
     storage: Storage
@@ -225,6 +234,15 @@ class Alerts:
         if not kept:
             self.fencing = None
         return sent
+
+    def overview(self) -> Overview:
+        """Everything `admin status` shows about the alerts, read in one place."""
+        return Overview(self.store.states(), self.store.holder(), self.store.health(), self.store.set_aside_items(),
+                        self.store.pending_count())
+
+    def trend(self, path: str, now: datetime) -> list[tuple[datetime, float]]:
+        """The last 24 hours of a path's use, for a chart."""
+        return self.store.history([path], now - timedelta(hours=24))[path]
 
     def retry_set_aside(self) -> int:
         """Give the posts Mattermost refused another try (the drain picks them up within seconds)."""

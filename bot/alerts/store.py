@@ -114,6 +114,14 @@ class AlertStore:
                          .values(holder=holder, expires_at=until, fencing=fencing))
             return fencing
 
+    def _prove_lease(self, conn: Any, holder: str, fencing: int) -> None:
+        """Lock the lease row and check it is still `holder`'s at `fencing`; else LeaseLost."""
+        held = conn.execute(select(lease.c.fencing).where(
+            lease.c.name == self.lease_name, lease.c.holder == holder, lease.c.fencing == fencing)
+            .with_for_update()).first()
+        if held is None:
+            raise LeaseLost(f"the alert lease for {self.host} moved to another process")
+
     def release(self, holder: str) -> None:
         """Give the lease up at a clean stop, so a survivor takes over at once."""
         with self.storage.transaction() as conn:
@@ -152,11 +160,7 @@ class AlertStore:
         """Store one check's samples, states and queued posts, only if the lease is still ours."""
         now_n = _naive(now)
         with self.storage.transaction() as conn:
-            held = conn.execute(select(lease.c.fencing).where(
-                lease.c.name == self.lease_name, lease.c.holder == holder, lease.c.fencing == fencing)
-                .with_for_update()).first()
-            if held is None:
-                raise LeaseLost(f"the alert lease for {self.host} moved to another process")
+            self._prove_lease(conn, holder, fencing)
             readable = [s for s in samples if s.readable]
             if readable:
                 conn.execute(insert(sample), [
@@ -215,11 +219,7 @@ class AlertStore:
         post in the channel first. False when the item was sent or set aside meanwhile.
         """
         with self.storage.transaction() as conn:
-            held = conn.execute(select(lease.c.fencing).where(
-                lease.c.name == self.lease_name, lease.c.holder == holder, lease.c.fencing == fencing)
-                .with_for_update()).first()
-            if held is None:
-                raise LeaseLost(f"the alert lease for {self.host} moved to another process")
+            self._prove_lease(conn, holder, fencing)
             done = conn.execute(update(outbox).where(outbox.c.id == item_id, self._unsent())
                                 .values(attempts=outbox.c.attempts + 1, next_attempt_at=_naive(retry_at)))
             return done.rowcount == 1

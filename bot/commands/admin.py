@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import psutil
 
@@ -156,13 +156,14 @@ def _alert_lines(ctx: Context) -> list[str]:
     alerts = ctx.services.alerts
     if alerts is None:
         return ["", "Disk alerts are off (alerts.channel is empty)."]
-    states = alerts.store.states()
+    seen = alerts.overview()
+    states = seen.states
     problems = [f"- {escape_md(path)} {kind}: **{st.level}**" + (" (acknowledged)" if st.acknowledged else "")
                 + (f" (snoozed until {when(st.snoozed_until)})" if st.snoozed_until else "")
                 for (path, kind), st in sorted(states.items()) if st.level != "ok"]
-    held = alerts.store.holder()
+    held = seen.poster
     poster = f"poster: {held[0]}" if held else "no poster yet"
-    health = alerts.store.health()
+    health = seen.health
     if health is None:
         checked = "- no check has run yet"
     elif health.failures:
@@ -172,10 +173,10 @@ def _alert_lines(ctx: Context) -> list[str]:
     else:
         checked = f"- last check {when(health.last_check_at)}: ok"
     aside = [f"- set aside: {escape_md(item.message[:120])} ({escape_md(item.last_error or '')})"
-             for item in alerts.store.set_aside_items()]
+             for item in seen.set_aside]
     if aside:
         aside.append(f"- fix the cause, then `/{ctx.config.mattermost.trigger} admin resend` tries them again")
-    return ["", f"**Alerts** ({poster}, {alerts.store.pending_count()} waiting to be posted)", checked,
+    return ["", f"**Alerts** ({poster}, {seen.pending} waiting to be posted)", checked,
             *aside, *(problems or ["- every watched path is ok"])]
 
 
@@ -199,7 +200,7 @@ def _send_chart(ctx: Context, usage: list[tuple[str, float]]) -> str:
     if gateway is None or alerts is None or not usage:
         return ""
     now = alerts.clock()
-    trend = alerts.store.history([usage[0][0]], now - timedelta(hours=24))[usage[0][0]]
+    trend = alerts.trend(usage[0][0], now)
     png = usage_chart(f"Disk use on {alerts.host}", usage, trend, ctx.settings["alerts.warn_percent"],
                       ctx.settings["alerts.critical_percent"], now)
     try:

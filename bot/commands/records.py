@@ -60,7 +60,8 @@ def _page(ctx: Context, flt: Filter, args: Args, count_up_to: int) -> tuple[Page
 def _listing(ctx: Context, command: str, rest: str, *, words_allowed: bool) -> Reply:
     args = parse_filters(rest, words_allowed=words_allowed)
     if words_allowed and not args.words:
-        raise ParseError("give at least one word to find; to see the newest records use /rec list")
+        raise ParseError("give at least one word to find; to see the newest records use "
+                         f"/{ctx.config.mattermost.trigger} list")
     flt = _filter(ctx, args)
     size = ctx.page_size
     # The search also counts up to ten pages ahead: counting every match of a common word would cost
@@ -94,7 +95,7 @@ def _listing(ctx: Context, command: str, rest: str, *, words_allowed: bool) -> R
                       f"match too._ {footer}")
     else:
         footer = "_That is all._"
-    return Reply(record_list(page.records, header, footer))
+    return Reply(record_list(page.records, header, footer, trigger))
 
 
 @router.command("find", "<words> [@user] [#tag] [since:YYYY-MM-DD] [until:YYYY-MM-DD]",

@@ -100,7 +100,7 @@ class PeopleMixin(Db):
             self._require_admin(conn, actor)
             target = conn.execute(select(user).where(user.c.id == target_id)).first()
             if target is None:
-                raise NotFound("that user is not known to recbot yet; they must use /rec once first")
+                raise NotFound("that user is not known to recbot yet; they must use recbot once first")
             if target.role == "admin" and role != "admin":
                 admins = conn.execute(select(func.count()).select_from(user).where(user.c.role == "admin")).scalar_one()
                 if admins <= 1:

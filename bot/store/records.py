@@ -186,7 +186,7 @@ class RecordsMixin(SearchMixin):
             row = conn.execute(one, {"record_id": record_id, "viewer_id": viewer.id}).first()
             if row is None:
                 raise NotFound(f"record {record_id} does not exist or you cannot see it; "
-                               "try /rec find or /rec list")
+                               "find and list show the ones you can")
             return self._hydrate(conn, [row], with_revisions=True)[0]
 
     def revisions(self, viewer: User, record_id: int) -> list[Revision]:

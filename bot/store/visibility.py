@@ -72,5 +72,5 @@ def load_visible(conn: Connection, actor: User, record_id: int) -> Any:
         .where(content.c.id == record_id, visible(actor.role)), {"viewer_id": actor.id}
     ).first()
     if row is None:
-        raise NotFound(f"record {record_id} does not exist or you cannot see it; try /rec find or /rec list")
+        raise NotFound(f"record {record_id} does not exist or you cannot see it; find and list show the ones you can")
     return row

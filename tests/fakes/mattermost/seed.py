@@ -19,11 +19,11 @@ class Seeded:
 
 def seed(fake: FakeMattermost, *, people: Iterable[str] = (), admins: Iterable[str] = (),
          channels: Mapping[str, Iterable[str]] = {}, private: Iterable[str] = (),
-         team: str = "ops", bot: str = "recbot") -> Seeded:
+         team: str = "ops", bot: str = "recbot", bot_manages_commands: bool = True) -> Seeded:
     """A team named `team` with the bot (allowed to manage slash commands), `people`, system `admins`,
     and `channels` (name -> the usernames in it; "recbot" is the bot; names in `private` are private)."""
     made_team = fake.add_team(team, display_name=team.title())
-    bot_user = fake.add_user(bot, is_bot=True, can_manage_commands=True)
+    bot_user = fake.add_user(bot, is_bot=True, can_manage_commands=bot_manages_commands)
     world = Seeded(made_team, bot_user, {bot: bot_user})
     for name in people:
         world.users[name] = fake.add_user(name)
