@@ -21,6 +21,9 @@ CREATE TABLE `T_USER` (
   `role` varchar(16) NOT NULL DEFAULT 'member',
   `created_at` datetime(6) NOT NULL,
   `updated_at` datetime(6) NOT NULL,
+  `locale` varchar(16) DEFAULT NULL,
+  `timezone` varchar(64) DEFAULT NULL,
+  `profile_at` datetime(6) DEFAULT NULL,
   PRIMARY KEY (`id`),
   UNIQUE KEY `mm_user_id` (`mm_user_id`),
   KEY `ix_T_USER_username` (`username`)
@@ -187,4 +190,4 @@ CREATE TABLE `T_LEASE` (
   PRIMARY KEY (`name`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
-INSERT INTO alembic_version (version_num) VALUES ('0005');
+INSERT INTO alembic_version (version_num) VALUES ('0006');

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
@@ -57,6 +58,7 @@ class RecordsConfig:
 @dataclass(frozen=True)
 class AlertsConfig:
     channel: str = ""
+    timezone: str = ""  # the zone alert posts show times in; empty: the config's timezone
     interval_seconds: int = 60
     paths: tuple[str, ...] = ("/",)
     warn_percent: float = 80
@@ -72,6 +74,7 @@ class Config:
     mattermost: MattermostConfig = field(default_factory=MattermostConfig)
     admins: tuple[str, ...] = ()
     registration: str = "open"
+    timezone: str = "UTC"  # for users whose Mattermost profile names no zone, and without Mattermost
     records: RecordsConfig = field(default_factory=RecordsConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     source: str = field(default="(defaults)", compare=False)
@@ -103,8 +106,21 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "a word without a leading slash or spaces, such as rec",
     ),
     "registration": (lambda v: v in ("open", "closed"), "open or closed"),
+    "timezone": (lambda v: zone_or_none(v) is not None, "an IANA time zone such as UTC or Asia/Shanghai"),
+    "alerts.timezone": (lambda v: v == "" or zone_or_none(v) is not None,
+                        "empty (the config's timezone) or an IANA time zone such as Asia/Shanghai"),
     "alerts.paths": (lambda v: all(p.startswith("/") for p in v), "a list of absolute paths"),
 }
+
+
+def zone_or_none(name: str) -> ZoneInfo | None:
+    """The IANA zone of that name, or None when there is none (or the name is not a zone name)."""
+    if not name or name.startswith(("/", ".")) or ".." in name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
 
 
 def _coerce(key: str, value: Any, annotation: str) -> Any:

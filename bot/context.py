@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from bot.alerts.sampler import Sampler
-from bot.config import Config
+from bot.config import Config, zone_or_none
 from bot.errors import NotFound
 from bot.mattermost.slash import SlashRequest
 from bot.storage import Storage, User
@@ -59,6 +60,11 @@ class Context:
         """How to link a Mattermost file in a reply, when Mattermost is configured."""
         gateway = self.services.gateway
         return gateway.file_url if gateway is not None else None
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The caller's timezone as Mattermost says it, else the config's."""
+        return zone_or_none(self.caller.timezone or "") or zone_or_none(self.config.timezone) or ZoneInfo("UTC")
 
     @property
     def page_size(self) -> int:

@@ -14,6 +14,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from bot import settings as runtime_settings
@@ -30,6 +31,7 @@ Handler = Callable[[Context, str], Reply]
 # Seconds a caller's row read by this process may answer a member command (a role change made in
 # another server.workers process shows within this; one made here shows at once).
 IDENTITY_MAX_AGE = 2.0
+PROFILE_MAX_AGE = timedelta(minutes=5)  # how stale a user's Mattermost locale and timezone may get
 
 SLASH, DIRECT, BUTTON = "slash", "direct", "button"
 MEMBER, ADMIN, ANYONE = "member", "admin", "anyone"  # who a route lets through
@@ -135,7 +137,23 @@ def identify(call: Call) -> None:
     listed = {a.lower().lstrip("@") for a in config.admins}
     if created and (request.user_name.lower() in listed or request.user_id.lower() in listed):
         user = storage.promote_listed_admin(user, request.user_name.lower())
-    call.caller, call.created = user, created
+    call.caller, call.created = _with_profile(call.services, user), created
+
+
+def _with_profile(services: Services, user: User) -> User:
+    """The user with their Mattermost locale and timezone, read again at most every PROFILE_MAX_AGE."""
+    gateway = services.gateway
+    if gateway is None:
+        return user
+    read_at = user.profile_at
+    if read_at is not None and services.storage.clock() - read_at < PROFILE_MAX_AGE:
+        return user
+    try:
+        locale, zone = gateway.user_profile(user.mm_user_id)
+    except UserError as exc:  # Mattermost unreachable: answer with what is known, ask again next time
+        log.warning("reading the profile of %s failed: %s", user.username, exc)
+        return user
+    return services.storage.save_profile(user, locale, zone)
 
 
 def role_gate(call: Call) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, tzinfo
 
 from bot.alerts.text import human_bytes
 from bot.storage import Record
@@ -46,8 +46,16 @@ def no_images(text: str) -> str:
     return _outside_code(text, lambda part: part.replace("![", "!\\["))
 
 
-def when(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M") + " UTC"
+def when(moment: datetime, zone: tzinfo = UTC) -> str:
+    """A stored time (naive UTC, or aware) in the reader's zone, with that zone's offset:
+    "2026-12-02 07:30 UTC+8"; in UTC itself "2026-12-01 23:30 UTC"."""
+    local = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(zone)
+    offset = local.utcoffset() or timedelta(0)
+    if not offset:
+        return f"{local:%Y-%m-%d %H:%M} UTC"
+    sign, minutes = ("-", -offset) if offset < timedelta(0) else ("+", offset)
+    hours, rest = divmod(int(minutes.total_seconds()) // 60, 60)
+    return f"{local:%Y-%m-%d %H:%M} UTC{sign}{hours}" + (f":{rest:02d}" if rest else "")
 
 
 def first_line(body: str, width: int = 160) -> str:
@@ -55,20 +63,21 @@ def first_line(body: str, width: int = 160) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
-def record_line(record: Record) -> str:
+def record_line(record: Record, zone: tzinfo = UTC) -> str:
     """One record in a list: id, owner, time, first line, tags. Readable on a phone too."""
     tags = " " + " ".join(f"`#{t}`" for t in record.tags) if record.tags else ""
-    return (f"**#{record.id}** · {record.owner} · {when(record.created_at)}\n"
+    return (f"**#{record.id}** · {record.owner} · {when(record.created_at, zone)}\n"
             f"> {no_images(first_line(record.body))}{tags}")
 
 
-def record_list(records: Sequence[Record], header: str, footer: str, trigger: str = "rec") -> str:
+def record_list(records: Sequence[Record], header: str, footer: str, trigger: str = "rec",
+                zone: tzinfo = UTC) -> str:
     """Records with a header and a paging footer, cut cleanly below the post limit."""
     parts: list[str] = [header]
     used = len(header) + len(footer) + 2
     shown = 0
     for record in records:
-        line = record_line(record)
+        line = record_line(record, zone)
         if used + len(line) + 2 > _BUDGET:
             break
         parts.append(line)
@@ -81,9 +90,9 @@ def record_list(records: Sequence[Record], header: str, footer: str, trigger: st
     return "\n\n".join(p for p in parts if p)
 
 
-def record_full(record: Record, file_link: Callable[[str], str] | None = None) -> str:
+def record_full(record: Record, file_link: Callable[[str], str] | None = None, zone: tzinfo = UTC) -> str:
     """One record in full: owner, times, tags, revisions, files, the whole text (cut if huge)."""
-    edited = f" · edited {when(record.updated_at)}" if record.updated_at != record.created_at else ""
+    edited = f" · edited {when(record.updated_at, zone)}" if record.updated_at != record.created_at else ""
     tags = " ".join(f"`#{t}`" for t in record.tags[:SHOWN_TAGS]) or "none"
     if len(record.tags) > SHOWN_TAGS:
         tags += f" and {len(record.tags) - SHOWN_TAGS} more"
@@ -93,7 +102,7 @@ def record_full(record: Record, file_link: Callable[[str], str] | None = None) -
         names = [(f"[{escape_md(f.name)}]({file_link(f.mm_file_id)})" if file_link else escape_md(f.name))
                  + f" ({human_bytes(f.size)})" for f in record.files]
         files = "Files: " + ", ".join(names) + "\n"
-    head = (f"**Record #{record.id}** by {record.owner} · {when(record.created_at)}{edited}\n"
+    head = (f"**Record #{record.id}** by {record.owner} · {when(record.created_at, zone)}{edited}\n"
             f"Tags: {tags} · {revs}\n{files}\n")
     body = no_images(record.body)
     room = _BUDGET - len(head)

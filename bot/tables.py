@@ -49,6 +49,9 @@ user = Table(
     Column("role", String(16), nullable=False, server_default="member"),
     Column("created_at", Time, nullable=False),
     Column("updated_at", Time, nullable=False),
+    Column("locale", String(16), nullable=True),
+    Column("timezone", String(64), nullable=True),
+    Column("profile_at", Time, nullable=True),
     **_mysql,
 )
 

@@ -11,7 +11,7 @@ import secrets
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from bot import settings as runtime_settings
@@ -23,9 +23,10 @@ from bot.alerts.model import AlertMessage, PathState, Sample, Thresholds
 from bot.alerts.sampler import Sampler
 from bot.alerts.store import AlertStore, Health, LeaseLost, Outgoing
 from bot.alerts.text import plain
-from bot.config import Config
+from bot.config import Config, zone_or_none
 from bot.errors import Forbidden, UserError
 from bot.metrics import Metrics
+from bot.render import when
 from bot.storage import Storage
 
 log = logging.getLogger("bot.alerts")
@@ -68,6 +69,11 @@ class Alerts:
         self._notice_attempts = 0
         self.delivery = Delivery(self.store, self.gateway, self.holder, self.clock, self._buttons, self._count,
                                  self.channel_id)
+
+    @property
+    def zone(self) -> tzinfo:
+        """Alert posts have a whole channel of readers: alerts.timezone, else the config's timezone."""
+        return zone_or_none(self.config.alerts.timezone) or zone_or_none(self.config.timezone) or UTC
 
     def _count(self, event: str) -> None:
         if self.metrics is not None:
@@ -181,7 +187,7 @@ class Alerts:
         """Post "failing" straight to the channel (the database may be down, so not via the outbox)."""
         if self.gateway is None or not await self.delivery.channel():
             return False
-        since = f" (last good check {health.last_ok_at:%Y-%m-%d %H:%M} UTC)" if health.last_ok_at else ""
+        since = f" (last good check {when(health.last_ok_at, self.zone)})" if health.last_ok_at else ""
         reason = plain(health.last_error or "")
         text = (f"Disk alerts on {plain(self.host)} are failing: {reason}{since}. "
                 f"{health.failures} checks in a row failed; another message follows once a check succeeds.")
@@ -202,7 +208,7 @@ class Alerts:
         notice = None
         if before.failing_posted:
             notice = (f"Disk alerts on {plain(self.host)} work again: the check at "
-                      f"{now:%Y-%m-%d %H:%M} UTC succeeded after {before.failures} failed.")
+                      f"{when(now, self.zone)} succeeded after {before.failures} failed.")
         health = Health(now, now, None, 0, False)
         # The "work again" notice goes through the outbox, in one transaction with the health row.
         await asyncio.get_running_loop().run_in_executor(None, self.store.record_ok, health, notice)

@@ -159,7 +159,7 @@ def _alert_lines(ctx: Context) -> list[str]:
     seen = alerts.overview()
     states = seen.states
     problems = [f"- {escape_md(path)} {kind}: **{st.level}**" + (" (acknowledged)" if st.acknowledged else "")
-                + (f" (snoozed until {when(st.snoozed_until)})" if st.snoozed_until else "")
+                + (f" (snoozed until {when(st.snoozed_until, ctx.zone)})" if st.snoozed_until else "")
                 for (path, kind), st in sorted(states.items()) if st.level != "ok"]
     held = seen.poster
     poster = f"poster: {held[0]}" if held else "no poster yet"
@@ -167,11 +167,11 @@ def _alert_lines(ctx: Context) -> list[str]:
     if health is None:
         checked = "- no check has run yet"
     elif health.failures:
-        checked = (f"- last check {when(health.last_check_at)} **failed** ({health.failures} in a row): "
+        checked = (f"- last check {when(health.last_check_at, ctx.zone)} **failed** ({health.failures} in a row): "
                    f"{escape_md(health.last_error or '')}; last good check "
-                   f"{when(health.last_ok_at) if health.last_ok_at else 'never'}")
+                   f"{when(health.last_ok_at, ctx.zone) if health.last_ok_at else 'never'}")
     else:
-        checked = f"- last check {when(health.last_check_at)}: ok"
+        checked = f"- last check {when(health.last_check_at, ctx.zone)}: ok"
     aside = [f"- set aside: {escape_md(item.message[:120])} ({escape_md(item.last_error or '')})"
              for item in seen.set_aside]
     if aside:
@@ -204,8 +204,8 @@ def _send_chart(ctx: Context, usage: list[tuple[str, float]]) -> str:
     png = usage_chart(f"Disk use on {alerts.host}", usage, trend, ctx.settings["alerts.warn_percent"],
                       ctx.settings["alerts.critical_percent"], now)
     try:
-        gateway.send_direct_file(ctx.caller.mm_user_id, f"Disk use on {alerts.host} (status of {when(now)})",
-                                 "disk-status.png", png)
+        gateway.send_direct_file(ctx.caller.mm_user_id,
+                                 f"Disk use on {alerts.host} (status of {when(now, ctx.zone)})", "disk-status.png", png)
     except UserError as exc:
         return f"\n\n_The chart could not be sent: {exc}._"
     return "\n\n_The chart is in your direct messages with the bot._"
@@ -219,6 +219,7 @@ def audit(ctx: Context, rest: str) -> Reply:
     entries = ctx.storage.recent_audit(ctx.caller, int(raw))
     if not entries:
         return Reply("No admin actions yet.")
-    lines = [f"{when(e.created_at)} · {escape_md(e.actor or 'recbot')} · {e.action} · {escape_md(e.detail)}"
+    lines = [f"{when(e.created_at, ctx.zone)} · {escape_md(e.actor or 'recbot')} · {e.action} · "
+             f"{escape_md(e.detail)}"
              for e in entries]
     return Reply("**Admin actions, newest first**\n\n" + "\n".join(f"- {line}" for line in lines))

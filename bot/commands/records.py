@@ -32,8 +32,9 @@ def _filter(ctx: Context, args: Args) -> Filter:
         owner_id = ctx.users(args.users)[0].id
     if args.channels:
         raise ParseError(f"'~{args.channels[0]}' is a channel; records are filtered by @user and #tag")
+    # since:/until: are days of the caller's own calendar.
     return Filter(words=tuple(args.words), owner_id=owner_id, tags=tuple(args.tags), since=args.since,
-                  until=args.until)
+                  until=args.until, zone=ctx.zone.key)
 
 
 def _page(ctx: Context, flt: Filter, args: Args, count_up_to: int) -> tuple[Page, int]:
@@ -95,7 +96,7 @@ def _listing(ctx: Context, command: str, rest: str, *, words_allowed: bool) -> R
                       f"match too._ {footer}")
     else:
         footer = "_That is all._"
-    return Reply(record_list(page.records, header, footer, trigger))
+    return Reply(record_list(page.records, header, footer, trigger, ctx.zone))
 
 
 @router.command("find", "<words> [@user] [#tag] [since:YYYY-MM-DD] [until:YYYY-MM-DD]",
@@ -122,7 +123,7 @@ def _one_id(rest: str) -> int:
 
 @router.command("show", "<id>", "one record in full: owner, times, tags, revisions")
 def show(ctx: Context, rest: str) -> Reply:
-    return Reply(record_full(ctx.storage.get_record(ctx.caller, _one_id(rest)), ctx.file_link))
+    return Reply(record_full(ctx.storage.get_record(ctx.caller, _one_id(rest)), ctx.file_link, ctx.zone))
 
 
 @router.command("edit", "<id> <text>", "replace a record's text (owner or admin); the old text is kept")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC
 
+from bot.config import zone_or_none
 from bot.context import Context, Reply
 from bot.dispatch import Router
 from bot.mattermost.gateway import GatewayError
@@ -36,7 +38,9 @@ def share(ctx: Context, rest: str) -> Reply:
         if not channel_id:
             raise ParseError(f"~{name} is not a channel Mattermost recognised (it passes on public channels only); "
                              "pick a public channel from the ~ autocomplete, or share with @users")
-        text = f"{ctx.caller.username} shared a record:\n\n{record_full(record, ctx.file_link)}"
+        # A channel has many readers: its times are in the config's zone.
+        zone = zone_or_none(ctx.config.timezone) or UTC
+        text = f"{ctx.caller.username} shared a record:\n\n{record_full(record, ctx.file_link, zone)}"
         # in_channel with channel_id: Mattermost posts it only if the caller is a member there.
         return Reply(text, in_channel=True, channel_id=channel_id)
     if not args.users:
@@ -49,10 +53,13 @@ def share(ctx: Context, rest: str) -> Reply:
     gateway = ctx.services.gateway
     if gateway is None:
         return Reply(done)
-    # A post, unlike an ephemeral reply, notifies: mentions in the record must not ping from it.
-    message = neutralise(f"{ctx.caller.username} shared a record with you:\n\n{record_full(record, ctx.file_link)}")
     failed: list[str] = []
     for target in targets:
+        # Each reader's own zone, as far as recbot knows it; a post, unlike an ephemeral reply, notifies,
+        # so mentions in the record must not ping from it.
+        zone = zone_or_none(target.timezone or "") or zone_or_none(ctx.config.timezone) or UTC
+        message = neutralise(f"{ctx.caller.username} shared a record with you:\n\n"
+                             f"{record_full(record, ctx.file_link, zone)}")
         try:
             gateway.send_direct(target.mm_user_id, message)
         except GatewayError as exc:

@@ -213,6 +213,14 @@ class Gateway:
             return None
         return user["id"]
 
+    async def profile(self, user_id: str) -> tuple[str, str]:
+        """(locale, IANA timezone) from the user's Mattermost profile; either may be ""."""
+        user = await self.driver.users.get_user(user_id)
+        zone = user.get("timezone") or {}
+        automatic = str(zone.get("useAutomaticTimezone", "true")).lower() == "true"
+        name = zone.get("automaticTimezone") if automatic else zone.get("manualTimezone")
+        return str(user.get("locale") or ""), str(name or "")
+
     async def username_of(self, user_id: str) -> str:
         user = await self.driver.users.get_user(user_id)
         return user["username"]
@@ -274,6 +282,9 @@ class Gateway:
         except Exception as exc:
             future.cancel()
             raise GatewayError(explain(exc, doing)) from None
+
+    def user_profile(self, user_id: str) -> tuple[str, str]:
+        return self._call(self.profile(user_id), "reading the user's Mattermost profile")
 
     def user_id_by_username(self, username: str) -> str | None:
         return self._call(self.find_user_id(username), f"looking up @{username}")

@@ -51,8 +51,8 @@ class _Shape:
         params: dict[str, Any] = {f"w{i}": w for i, w in enumerate(words)}
         params.update({f"t{i}": t.lower().lstrip("#") for i, t in enumerate(flt.tags)})
         for name, value in (("owner", flt.owner_id), ("below", below), ("floor", floor),
-                            ("since", day_start(flt.since) if flt.since else None),
-                            ("until", day_start(flt.until) + timedelta(days=1) if flt.until else None)):
+                            ("since", day_start(flt.since, flt.zone) if flt.since else None),
+                            ("until", day_start(flt.until + timedelta(days=1), flt.zone) if flt.until else None)):
             if value is not None:
                 params[name] = value
         shape = _Shape(len(words), len(flt.tags), flt.owner_id is not None, flt.since is not None,

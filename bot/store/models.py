@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from bot.errors import UserError
 
@@ -49,6 +50,9 @@ class User:
     role: str
     created_at: datetime
     updated_at: datetime
+    locale: str | None = None  # Mattermost's, as last read
+    timezone: str | None = None  # an IANA name, as Mattermost last said
+    profile_at: datetime | None = None  # when those were read (naive UTC)
 
     @property
     def is_admin(self) -> bool:
@@ -93,6 +97,7 @@ class Filter:
     tags: tuple[str, ...] = ()
     since: date | None = None
     until: date | None = None
+    zone: str = "UTC"  # the IANA zone since: and until: dates are days of (the caller's)
 
 
 @dataclass(frozen=True)
@@ -116,8 +121,11 @@ class AuditEntry:
 
 
 def user_from_row(row: Any) -> User:
-    return User(row.id, row.mm_user_id, row.username, row.role, row.created_at, row.updated_at)
+    return User(row.id, row.mm_user_id, row.username, row.role, row.created_at, row.updated_at, row.locale,
+                row.timezone, row.profile_at)
 
 
-def day_start(day: date) -> datetime:
-    return datetime(day.year, day.month, day.day)
+def day_start(day: date, zone: str = "UTC") -> datetime:
+    """Midnight at the start of `day` in `zone`, as the naive UTC time records are stored in."""
+    local = datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(zone))
+    return local.astimezone(UTC).replace(tzinfo=None)

@@ -147,6 +147,15 @@ class PeopleMixin(Db):
         if changed:
             self._audit(conn, None, "role", f"@{target.username}: {target.role} -> admin ({why})")
 
+    def save_profile(self, target: User, locale: str, timezone: str) -> User:
+        """What Mattermost says of the user's locale and timezone, with when it said it."""
+        now = self.clock()
+        with self.transaction() as conn:
+            conn.execute(update(user).where(user.c.id == target.id)
+                         .values(locale=locale[:16] or None, timezone=timezone[:64] or None, profile_at=now))
+        self._known_users.pop(target.mm_user_id, None)
+        return self.user_by_id(target.id) or target
+
     def users_with_counts(self, actor: User) -> list[tuple[User, int]]:
         """Every known user and the number of their records not deleted (admins only)."""
         counts = (select(content.c.owner_id, func.count().label("n"))
