@@ -15,6 +15,7 @@ from bot.storage import Storage, User
 
 if TYPE_CHECKING:
     from bot.alerts.service import Alerts
+    from bot.dispatch import Command, Event
     from bot.mattermost.gateway import Gateway
 
 
@@ -44,8 +45,8 @@ class Context:
     request: SlashRequest
     caller: User
     settings: dict[str, float]
-    commands: Sequence[Any] = field(default_factory=tuple)  # the command table, for help
-    event: Any = None  # the Event itself (a button's context, a DM's files)
+    commands: Sequence[Command] = field(default_factory=tuple)  # the command table, for help
+    event: Event | None = None  # the Event itself (a button's context, a DM's files)
 
     @property
     def storage(self) -> Storage:
