@@ -132,3 +132,11 @@ def test_every_config_key_is_in_config_yaml_and_the_readme() -> None:
 def test_every_command_is_in_the_readme() -> None:
     missing = [name for name, cmd in dispatcher().table.items() if cmd.listed and f"/rec {name}" not in README]
     assert missing == [], "add these to the README's command list"
+
+
+def test_the_chinese_readme_keeps_step_with_the_english_one() -> None:
+    # The same commands and configuration keys, so a reader of either finds the same product.
+    zh = (ROOT / "README.zh-CN.md").read_text(encoding="utf-8")
+    missing_commands = [name for name, cmd in dispatcher().table.items() if cmd.listed and f"/rec {name}" not in zh]
+    missing_keys = [key for key in config_keys() if f"`{key}`" not in zh]
+    assert missing_commands == [] and missing_keys == []
