@@ -7,17 +7,50 @@ for phones and screen readers.
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from functools import cache
+from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
+
+log = logging.getLogger(__name__)
 
 WIDTH, HEIGHT = 720, 360
 BG, FG, GRID = (255, 255, 255), (33, 37, 41), (222, 226, 230)
 OK, WARN, CRIT = (46, 160, 67), (219, 154, 4), (207, 34, 46)
 
 
+# Fonts with Chinese glyphs, from Debian's packages (fonts-noto-cjk, fonts-wqy-microhei/zenhei); the
+# first one present draws every chart. Pillow's own font has no CJK glyphs: paths and titles in
+# Chinese would come out as boxes.
+CJK_FONTS = (
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/truetype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
+    "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
+)
+
+
+@cache
+def cjk_font_path() -> str | None:
+    """The CJK font charts use, or None (said once in the log, with what to install)."""
+    for candidate in CJK_FONTS:
+        if Path(candidate).is_file():
+            return candidate
+    log.warning("charts: no CJK font found (looked for %s); Chinese text in charts shows as boxes: "
+                "install fonts-noto-cjk or fonts-wqy-microhei", ", ".join(CJK_FONTS))
+    return None
+
+
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    path = cjk_font_path()
+    if path is not None:
+        try:
+            return ImageFont.truetype(path, size)
+        except OSError:  # unreadable or not a font: the default below still draws Latin text
+            log.warning("charts: cannot load %s; using Pillow's default font", path)
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow built without FreeType: the fixed bitmap font still works
