@@ -133,11 +133,18 @@ def identify(call: Call) -> None:
     role = config.newcomer_role
     # Member commands may use a row this process read a moment ago; admin commands read afresh.
     max_age = IDENTITY_MAX_AGE if call.command.role == MEMBER and call.command.name else 0.0
-    user, created = storage.ensure_user(request.user_id, request.user_name or request.user_id, role, max_age=max_age)
+    # A button click may come without a name: keep the one recbot has rather than rename anyone.
+    name = request.user_name or _known_name(storage, request.user_id)
+    user, created = storage.ensure_user(request.user_id, name, role, max_age=max_age)
     listed = {a.lower().lstrip("@") for a in config.admins}
     if created and (request.user_name.lower() in listed or request.user_id.lower() in listed):
         user = storage.promote_listed_admin(user, request.user_name.lower())
     call.caller, call.created = _with_profile(call.services, user), created
+
+
+def _known_name(storage: Any, user_id: str) -> str:
+    known = storage.user_by_mm_id(user_id)
+    return known.username if known is not None else user_id
 
 
 def _with_profile(services: Services, user: User) -> User:
@@ -150,9 +157,11 @@ def _with_profile(services: Services, user: User) -> User:
         return user
     try:
         locale, zone = gateway.user_profile(user.mm_user_id)
-    except UserError as exc:  # Mattermost unreachable: answer with what is known, ask again next time
+    except UserError as exc:
+        # Mattermost slow or down: answer with what is known, and wait the usual time before asking
+        # again, so an outage does not slow every command.
         log.warning("reading the profile of %s failed: %s", user.username, exc)
-        return user
+        locale, zone = user.locale or "", user.timezone or ""
     return services.storage.save_profile(user, locale, zone)
 
 

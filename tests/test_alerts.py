@@ -285,3 +285,18 @@ def test_admin_status_answers_despite_a_hung_path(storage: Storage) -> None:
     finally:
         disk.release.set()
         bot.stop()
+
+
+def test_a_click_that_comes_without_a_name_renames_no_one(storage: Storage) -> None:
+    from bot.commands import dispatcher
+    from bot.dispatch import BUTTON, Event
+    from bot.mattermost.slash import SlashRequest
+
+    known, _ = storage.ensure_user("mm-oncall", "oncall", "member")
+    config = Config(alerts=AlertsConfig(channel="ops-alerts", paths=("/var",)))
+    services = Services(storage, config, None, Alerts(storage, config, None, host="web-01", holder="p1"))
+    event = Event(SlashRequest(user_id="mm-oncall", user_name="", text=""), source=BUTTON,
+                  context={"action": "ack", "sig": "not-a-signature"})
+    result = dispatcher().handle(services, event)
+    assert "signature is not valid" in result.reply.text
+    assert storage.user_by_mm_id("mm-oncall") == known

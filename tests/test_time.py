@@ -116,3 +116,13 @@ def test_when_shows_offsets_of_any_size_and_season() -> None:
 def test_a_zone_that_does_not_exist_is_refused_at_start(key: str, value: str) -> None:
     with pytest.raises(ConfigError, match=key[4:].lower().replace("__", ".")):
         load_config(None, environ={key: value})
+
+
+async def test_mattermost_failing_to_give_the_profile_slows_no_more_than_one_command(team: Team) -> None:
+    li = team.users["li"]["id"]
+    team.fake.set_failure(f"/api/v4/users/{li}", 503, count=100)
+    assert "Saved record" in await team.rec("li", "add during the outage")
+    asked = len([r for r in team.fake.requests if r[1] == f"/api/v4/users/{li}"])
+    assert asked >= 1  # the driver itself retries a GET on 503 until recbot stops waiting (2 s)
+    await team.rec("li", "list")  # within the 5 minutes: not asked again
+    assert len([r for r in team.fake.requests if r[1] == f"/api/v4/users/{li}"]) == asked

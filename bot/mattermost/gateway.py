@@ -28,6 +28,7 @@ from bot.render import cap
 log = logging.getLogger(__name__)
 
 CALL_TIMEOUT = 20.0
+PROFILE_TIMEOUT = 2.0
 COMMAND_DESCRIPTION = "Record, find and share operation records"
 COMMAND_HINT = "add <text> | find <words> | list | show <id> | share <id> @user | help"
 
@@ -271,12 +272,13 @@ class Gateway:
 
     # ---- blocking wrappers for worker threads -------------------------------------------------
 
-    def _call(self, coro: Coroutine[Any, Any, Any], doing: str) -> Any:
+    def _call(self, coro: Coroutine[Any, Any, Any], doing: str, timeout: float = CALL_TIMEOUT + 5) -> Any:
         if self.loop is None:
+            coro.close()
             raise GatewayError(f"{doing}: the Mattermost connection is not started")
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
-            return future.result(CALL_TIMEOUT + 5)
+            return future.result(timeout)
         except GatewayError:
             raise
         except Exception as exc:
@@ -284,7 +286,8 @@ class Gateway:
             raise GatewayError(explain(exc, doing)) from None
 
     def user_profile(self, user_id: str) -> tuple[str, str]:
-        return self._call(self.profile(user_id), "reading the user's Mattermost profile")
+        # Read on the way to answering a command: a slow Mattermost must not hold the answer long.
+        return self._call(self.profile(user_id), "reading the user's Mattermost profile", PROFILE_TIMEOUT)
 
     def user_id_by_username(self, username: str) -> str | None:
         return self._call(self.find_user_id(username), f"looking up @{username}")
