@@ -138,20 +138,18 @@ class SearchMixin(Db):
         """Newest first, at most `limit` ids of visible matching records with floor < id < below."""
         shape, params = _Shape.bind(flt, words, below, floor)
         params.update(viewer_id=viewer.id, lim=limit)
-        if viewer.role == "member" and flt.owner_id is None and plan.kind in ("fts", "ids"):
+        owners = self._visible_owners(conn, viewer) if viewer.role == "member" and flt.owner_id is None else []
+        if owners and len(owners) <= PER_OWNER_MAX and plan.kind in ("fts", "ids"):
             # An index walks every match, hidden ones too, so its time would tell a member how common a
             # word is in records they cannot see. A member who sees few owners is searched owner by owner.
-            owners = self._visible_owners(conn, viewer)
-            if len(owners) <= PER_OWNER_MAX:
-                plan = search.SCAN
+            plan = search.SCAN
         if plan.kind == "fts":
             how = "fts"
             params["fts_q"] = plan.match
         elif plan.kind == "ids":
             how = "in"
             params["cands"] = list(plan.ids)
-        elif viewer.role == "member" and flt.owner_id is None:
-            owners = self._visible_owners(conn, viewer)
+        elif owners:
             if len(owners) <= PER_OWNER_MAX:
                 candidates = self._owner_candidates(conn, owners, shape, params)
                 if not candidates:
