@@ -64,7 +64,7 @@ def test_an_oversized_query_is_refused_before_any_sql(mm: SlashClient, storage: 
                                                        why: str) -> None:
     started = time.perf_counter()
     reply = ok_reply(mm, "ada", text)
-    assert why in reply and time.perf_counter() - started < 2
+    assert why in reply and time.perf_counter() - started < 3  # the old code took about 40 s
 
 
 def test_repeated_words_and_tags_count_once(mm: SlashClient) -> None:
@@ -96,7 +96,7 @@ def test_another_users_list_answers_while_two_maximal_finds_run(mm: SlashClient,
     for t in hogs:
         t.join(30)
     assert "No records you can see" in reply
-    assert elapsed < 2.0, f"list took {elapsed:.2f} s next to two maximal finds ({done})"
+    assert elapsed < 3.0, f"list took {elapsed:.2f} s next to two maximal finds ({done})"
 
 
 # ---- finding 4: tags ---------------------------------------------------------------------------------
@@ -327,7 +327,7 @@ def test_a_cursor_past_the_newest_record_starts_from_the_newest(mm: SlashClient)
     ok_reply(mm, "bob", "add the only record")
     started = time.perf_counter()
     reply = ok_reply(mm, "bob", "list before:999999999999999999")
-    assert "the only record" in reply and time.perf_counter() - started < 1.0
+    assert "the only record" in reply and time.perf_counter() - started < 2.0
 
 
 # ---- finding 13: the registered command's token -----------------------------------------------------
