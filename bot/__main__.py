@@ -7,12 +7,14 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot import migrate
 from bot.config import Config, ConfigError, load_config
+from bot.i18n import language_or_none
 from bot.storage import make_engine
 
 log = logging.getLogger("bot")
@@ -107,9 +109,15 @@ def cmd_serve(config: Config) -> int:
     return run(config)
 
 
-def cmd_shell(config: Config, user: str, admin: bool) -> int:
+def cmd_shell(config: Config, user: str, admin: bool, language: str | None) -> int:
     from bot.shell import run_shell
 
+    if language is not None:
+        if language_or_none(language) is None:
+            print(f"--lang {language}: recbot speaks en and zh-CN; use one of them", file=sys.stderr)
+            return 2
+        # Without Mattermost there is no profile locale: the shell's user speaks the config's language.
+        config = replace(config, language=language)
     return run_shell(config, user, admin=admin)
 
 
@@ -119,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("command", nargs="?", default="serve", choices=["serve", "shell", "migrate", "check"])
     parser.add_argument("--user", default=None, help="shell: act as this username (registered if new)")
     parser.add_argument("--admin", action="store_true", help="shell: the user is an admin")
+    parser.add_argument("--lang", default=None, help="shell: answer in this language (en or zh-CN; default: "
+                                                      "the config's language)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -134,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "shell":
         import getpass
 
-        return cmd_shell(config, args.user or getpass.getuser(), args.admin)
+        return cmd_shell(config, args.user or getpass.getuser(), args.admin, args.lang)
     return cmd_serve(config)
 
 

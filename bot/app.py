@@ -9,11 +9,10 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import ClientSession, ClientTimeout, web
 
-from bot import migrate, workers
+from bot import i18n, migrate, workers
 from bot.alerts.sampler import Sampler
 from bot.alerts.scheduler import AlertScheduler
 from bot.alerts.service import Alerts
@@ -22,9 +21,10 @@ from bot.config import Config
 from bot.context import Reply, Services
 from bot.dispatch import BUTTON, Dispatcher, Event, Outcome, Result
 from bot.errors import Forbidden, NotFound
+from bot.i18n import N_, _
 from bot.mattermost.direct import DirectMessages
 from bot.mattermost.gateway import Gateway, GatewayError
-from bot.mattermost.slash import SlashRequest, command_response, token_ok
+from bot.mattermost.slash import SlashRequest, command_response, response_url_allowed, token_ok
 from bot.metrics import REFUSED_COMMAND, Metrics
 from bot.render import cap, neutralise
 from bot.storage import Storage, make_engine
@@ -76,17 +76,6 @@ class TokenUnknown(Exception):
     """The registered command's token could not be read (the database is down)."""
 
 
-def _response_url_allowed(config: Config, url: str) -> bool:
-    """Only the configured Mattermost's own hooks: an accepted request must not make the bot post
-    to any address it names."""
-    if not url:
-        return False
-    if not config.mattermost.url:
-        return url.startswith(("http://", "https://"))
-    want, got = urlsplit(config.mattermost.url), urlsplit(url)
-    return (got.scheme, got.hostname, got.port) == (want.scheme, want.hostname, want.port)
-
-
 async def _read_fields(request: web.Request) -> Any:
     if request.method != "POST":
         return request.query
@@ -97,6 +86,12 @@ async def _read_fields(request: web.Request) -> Any:
     except Exception as exc:  # a bogus charset, bytes that are not UTF-8, a gzip header on plain data...
         raise BadRequest(f"the request body could not be read as a form ({type(exc).__name__}); "
                          "send application/x-www-form-urlencoded in UTF-8, as Mattermost does") from None
+
+
+def _in_config_language(app: web.Application, message: str) -> str:
+    """A door's own answer, given before the caller is known: in the config's language."""
+    with i18n.speaking(app[SERVICES].config.language):
+        return _(message)
 
 
 class BadRequest(Exception):
@@ -124,20 +119,21 @@ async def command(request: web.Request) -> web.Response:
         return web.json_response({"error": "this request's token is not one recbot accepts"}, status=401)
     if not slash.user_id or not slash.user_name:
         app[METRICS].observe(REFUSED_COMMAND, Outcome.USER_ERROR, time.perf_counter() - started)
-        return web.json_response(command_response("The request has no user_id/user_name; "
-                                                  "it must come from Mattermost's slash command."), status=400)
+        return web.json_response(command_response(_in_config_language(app, N_(
+            "The request has no user_id/user_name; it must come from Mattermost's slash command."))), status=400)
     loop = asyncio.get_running_loop()
     work = loop.run_in_executor(app[POOL], app[DISPATCHER].handle, app[SERVICES], slash)
     try:
         result: Result = await asyncio.wait_for(asyncio.shield(work), ANSWER_WITHIN)
     except TimeoutError:
-        if not _response_url_allowed(app[SERVICES].config, slash.response_url):
+        if not response_url_allowed(app[SERVICES].config, slash.response_url):
             result = await work
         else:
             task = asyncio.create_task(_answer_later(app, work, slash.response_url, started))
             app[STATE].setdefault("later", set()).add(task)
             task.add_done_callback(app[STATE]["later"].discard)
-            return web.json_response(command_response("Working on it; the answer will follow here."))
+            return web.json_response(command_response(_in_config_language(
+                app, N_("Working on it; the answer will follow here."))))
     app[METRICS].observe(result.command, result.outcome, time.perf_counter() - started)
     return web.json_response(reply_json(result.reply))
 
@@ -165,7 +161,8 @@ async def action(request: web.Request) -> web.Response:
     """A click on an alert button; the signed context is the only credential Mattermost sends."""
     alerts = request.app[SERVICES].alerts
     if alerts is None:
-        return web.json_response({"ephemeral_text": "Disk alerts are not enabled on this bot."}, status=404)
+        return web.json_response({"ephemeral_text": _in_config_language(
+            request.app, N_("Disk alerts are not enabled on this bot."))}, status=404)
     try:
         body = await request.json()
         if not isinstance(body, dict):
@@ -176,7 +173,8 @@ async def action(request: web.Request) -> web.Response:
         if not isinstance(context, dict) or not isinstance(user_id, str) or not user_id:
             raise ValueError("no context object or no user_id")
     except (ValueError, LookupError, RecursionError):  # bad charset, not JSON, nested past reason, wrong shape
-        return web.json_response({"ephemeral_text": "The request is not a Mattermost button click."}, status=400)
+        return web.json_response({"ephemeral_text": _in_config_language(
+            request.app, N_("The request is not a Mattermost button click."))}, status=400)
     # Mattermost sends the clicker's name too, but only the id is its word; the name is a label.
     name = str(body.get("user_name") or "")
     event = Event(SlashRequest(user_id=user_id, user_name=name, text=""), source=BUTTON, context=context)

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from bot import settings
+from bot.i18n import language_or_none
 
 ENV_PREFIX = "REC_"
 DEFAULT_PATH = "config.yaml"
@@ -58,6 +59,7 @@ class RecordsConfig:
 @dataclass(frozen=True)
 class AlertsConfig:
     channel: str = ""
+    language: str = ""  # the language alert posts are written in; empty: the config's language
     timezone: str = ""  # the zone alert posts show times in; empty: the config's timezone
     interval_seconds: int = 60
     paths: tuple[str, ...] = ("/",)
@@ -74,6 +76,7 @@ class Config:
     mattermost: MattermostConfig = field(default_factory=MattermostConfig)
     admins: tuple[str, ...] = ()
     registration: str = "open"
+    language: str = "en"  # for users whose Mattermost profile names no locale, and without Mattermost
     timezone: str = "UTC"  # for users whose Mattermost profile names no zone, and without Mattermost
     records: RecordsConfig = field(default_factory=RecordsConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
@@ -106,6 +109,9 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "a word without a leading slash or spaces, such as rec",
     ),
     "registration": (lambda v: v in ("open", "closed"), "open or closed"),
+    "language": (lambda v: language_or_none(v) is not None, "en or zh-CN (the languages recbot speaks)"),
+    "alerts.language": (lambda v: v == "" or language_or_none(v) is not None,
+                        "empty (the config's language), en or zh-CN"),
     "timezone": (lambda v: zone_or_none(v) is not None, "an IANA time zone such as UTC or Asia/Shanghai"),
     "alerts.timezone": (lambda v: v == "" or zone_or_none(v) is not None,
                         "empty (the config's timezone) or an IANA time zone such as Asia/Shanghai"),

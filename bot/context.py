@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 from bot.alerts.sampler import Sampler
 from bot.config import Config, zone_or_none
 from bot.errors import NotFound
+from bot.i18n import _
 from bot.mattermost.slash import SlashRequest
 from bot.storage import Storage, User
 
@@ -91,10 +92,11 @@ class Context:
                 if key in known:
                     found.append(known[key])
                     continue
-                raise NotFound(f"@{name} is not a Mattermost user; check the spelling"
+                raise NotFound(_("@{name} is not a Mattermost user; check the spelling", name=name)
                                if gateway is not None else
-                               f"@{name} is not a user recbot knows; check the spelling, "
-                               f"or ask them to type /{self.config.mattermost.trigger} help once")
-            user, _ = self.storage.ensure_user(mm_id, key, self.config.newcomer_role)
+                               _("@{name} is not a user recbot knows; check the spelling, "
+                                 "or ask them to type /{trigger} help once",
+                                 name=name, trigger=self.config.mattermost.trigger))
+            user, _created = self.storage.ensure_user(mm_id, key, self.config.newcomer_role)
             found.append(user)
         return found

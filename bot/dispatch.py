@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from bot import i18n
 from bot import settings as runtime_settings
 from bot.context import Context, Reply, Services
 from bot.errors import Forbidden, NotFound, UserError
+from bot.i18n import _
 from bot.mattermost.slash import SlashRequest
 from bot.metrics import UNKNOWN_COMMAND
 from bot.parse import ParseError, split_first
@@ -40,8 +42,8 @@ MEMBER, ADMIN, ANYONE = "member", "admin", "anyone"  # who a route lets through
 @dataclass(frozen=True)
 class Command:
     name: str  # "find", "admin grant", or an event route's name
-    usage: str  # arguments after the name, e.g. "<words> [@user] [#tag]"
-    summary: str
+    usage: str  # arguments after the name, e.g. "<words> [@user] [#tag]"; marked with N_, shown translated
+    summary: str  # marked with N_ where declared, translated when help is written
     handler: Handler
     role: str = MEMBER
     details: str = ""
@@ -58,7 +60,8 @@ class Command:
         return self.source == SLASH
 
     def usage_line(self, trigger: str) -> str:
-        return f"/{trigger} {self.name}" + (f" {self.usage}" if self.usage else "")
+        """The command as typed, its argument placeholders in the current language."""
+        return f"/{trigger} {self.name}" + (f" {_(self.usage)}" if self.usage else "")
 
 
 class Router:
@@ -140,6 +143,8 @@ def identify(call: Call) -> None:
     if created and (request.user_name.lower() in listed or request.user_id.lower() in listed):
         user = storage.promote_listed_admin(user, request.user_name.lower())
     call.caller, call.created = _with_profile(call.services, user), created
+    # From here on every reply and error is in the caller's language (Mattermost's locale, else config).
+    i18n.switch(i18n.language_of(call.caller.locale, config.language))
 
 
 def _known_name(storage: Any, user_id: str) -> str:
@@ -174,11 +179,12 @@ def role_gate(call: Call) -> None:
         return
     if user.role == "disabled":
         if call.created:
-            raise Forbidden("recbot registration is closed; ask a recbot admin to let you in "
-                            f"(they type /{trigger} admin role @{user.username} member)")
-        raise Forbidden("your recbot account is disabled; ask a recbot admin to enable it")
+            raise Forbidden(_("recbot registration is closed; ask a recbot admin to let you in "
+                          "(they type /{trigger} admin role @{name} member)", trigger=trigger, name=user.username))
+        raise Forbidden(_("your recbot account is disabled; ask a recbot admin to enable it"))
     if call.command.role == ADMIN and not user.is_admin:
-        raise Forbidden(f"/{trigger} {call.command.name} is for recbot admins; ask one of them")
+        raise Forbidden(_("/{trigger} {command} is for recbot admins; ask one of them",
+                          trigger=trigger, command=call.command.name))
 
 
 def load_settings(call: Call) -> None:
@@ -219,9 +225,14 @@ class Dispatcher:
         return (cmd if cmd and cmd.listed else None), first, rest
 
     def handle(self, services: Services, event: Event | SlashRequest) -> Result:
-        """Run one event through the chain and its route; every failure becomes one reply (on_error)."""
+        """Run one event through the chain and its route; every failure becomes one reply (on_error).
+        Until the caller is known, replies are in the config's language."""
         if isinstance(event, SlashRequest):
             event = Event(event)
+        with i18n.speaking(services.config.language):
+            return self._handle(services, event)
+
+    def _handle(self, services: Services, event: Event) -> Result:
         if event.source == SLASH:
             cmd, name, rest = self.route(event.request.text)
         else:
@@ -251,24 +262,32 @@ class Dispatcher:
         prefix = cmd.failure if cmd else ""
         if isinstance(exc, ParseError):
             trigger = services.config.mattermost.trigger
-            usage = f"\nUsage: `{cmd.usage_line(trigger)}`" if cmd and cmd.listed else ""
-            return Result(Reply(f"{prefix}{exc}.{usage}"), label, Outcome.USER_ERROR, ParseError)
+            usage = "\n" + _("Usage: `{usage}`", usage=cmd.usage_line(trigger)) if cmd and cmd.listed else ""
+            return Result(Reply(_sentence(prefix, exc) + usage), label, Outcome.USER_ERROR, ParseError)
         if isinstance(exc, UserError):
             kind = Forbidden if isinstance(exc, Forbidden) else NotFound if isinstance(exc, NotFound) else UserError
-            return Result(Reply(f"{prefix}{exc}."), label, Outcome.USER_ERROR, kind)
+            return Result(Reply(_sentence(prefix, exc)), label, Outcome.USER_ERROR, kind)
         ref = uuid.uuid4().hex[:8]
         request = event.request
         log.exception("%s failed (ref %s): user=%s text=%r", label, ref, request.user_name, request.text[:200])
-        text = (f"{prefix}something broke on our side (ref {ref}); send it again in a moment." if prefix else
-                f"Something broke on our side (ref {ref}); it was logged. "
-                "Try again in a moment, or tell a recbot admin the ref.")
+        text = (_(prefix) + _("something broke on our side (ref {ref}); send it again in a moment.", ref=ref)
+                if prefix else
+                _("Something broke on our side (ref {ref}); it was logged. "
+                  "Try again in a moment, or tell a recbot admin the ref.", ref=ref))
         return Result(Reply(text), label, Outcome.ERROR, type(exc))
 
     def _unknown(self, name: str, trigger: str) -> str:
         if not name:
-            return f"Type a command after /{trigger}, e.g. `/{trigger} add restarted nginx on web-01`; " \
-                   f"`/{trigger} help` lists them all."
-        return f"'{name[:40]}' is not a /{trigger} command; `/{trigger} help` lists them all."
+            return _("Type a command after /{trigger}, e.g. `/{trigger} add restarted nginx on web-01`; "
+                     "`/{trigger} help` lists them all.", trigger=trigger)
+        return _("'{name}' is not a /{trigger} command; `/{trigger} help` lists them all.",
+                 name=name[:40], trigger=trigger)
+
+
+def _sentence(prefix: str, exc: Exception) -> str:
+    """An error's sentence, ended as the language ends one, after the route's prefix ("Not saved: ")."""
+    text = f"{_(prefix) if prefix else ''}{exc}"
+    return text if text.endswith((".", "。", "！", "？")) else text + _(".")
 
 
 def _nothing(ctx: Context, rest: str) -> Reply:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from bot.errors import UserError
+from bot.i18n import _, number
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Bounds on what one command may ask for, checked before any SQL is built: the cost of a search
@@ -60,7 +61,7 @@ def split(text: str) -> list[str]:
             in_token = True
         i += 1
     if quoted:
-        raise ParseError('a quote " is not closed; close it, or write \\" for a literal quote')
+        raise ParseError(_('a quote " is not closed; close it, or write \\" for a literal quote'))
     if in_token:
         tokens.append("".join(current))
     return tokens
@@ -71,10 +72,14 @@ def is_number(raw: str) -> bool:
     return raw.isascii() and raw.isdigit()
 
 
-def parse_id(token: str, what: str = "record id") -> int:
+def parse_id(token: str, *, cursor: bool = False) -> int:
+    """A record id (or, with cursor, the id a `before:` page cursor names)."""
     raw = token.lstrip("#")
     if not is_number(raw) or len(raw) > 18 or int(raw) == 0:
-        raise ParseError(f"'{token[:40]}' is not a {what}; use the number shown as #123 in a list")
+        if cursor:
+            raise ParseError(_("'{token}' is not a page cursor; use the number shown as #123 in a list",
+                               token=token[:40]))
+        raise ParseError(_("'{token}' is not a record id; use the number shown as #123 in a list", token=token[:40]))
     return int(raw)
 
 
@@ -89,23 +94,26 @@ def _date(token: str, prefix: str) -> date:
             raise ValueError(raw)
         day = date.fromisoformat(raw)
     except ValueError:
-        raise ParseError(f"'{token[:40]}' is not a date; write {prefix}YYYY-MM-DD, e.g. {prefix}2026-01-31") from None
+        raise ParseError(_("'{token}' is not a date; write {prefix}YYYY-MM-DD, e.g. {prefix}2026-01-31",
+                           token=token[:40], prefix=prefix)) from None
     if not FIRST_DAY <= day <= LAST_DAY:
-        raise ParseError(f"'{token[:40]}' is outside the dates recbot searches ({FIRST_DAY} to {LAST_DAY}); "
-                         f"leave {prefix} out to search without that bound")
+        raise ParseError(_("'{token}' is outside the dates recbot searches ({first} to {last}); "
+                           "leave {prefix} out to search without that bound",
+                           token=token[:40], first=FIRST_DAY, last=LAST_DAY, prefix=prefix))
     return day
 
 
 def parse_filters(text: str, *, words_allowed: bool = True) -> Args:
     if len(text) > MAX_TEXT:
-        raise ParseError(f"the command is {len(text):,} characters long; keep it under {MAX_TEXT:,}")
+        raise ParseError(_("the command is {length} characters long; keep it under {limit}",
+                           length=number(len(text)), limit=number(MAX_TEXT)))
     args = Args()
     for token in split(text):
         low = token.lower()
         if token.startswith("@") and len(token) > 1:
             name = token[1:]
             if not _NAME.match(name):
-                raise ParseError(f"'{token[:40]}' is not a username; write @name")
+                raise ParseError(_("'{token}' is not a username; write @name", token=token[:40]))
             args.users.append(name.lower())
         elif token.startswith("~") and len(token) > 1:
             args.channels.append(token[1:].lower())
@@ -118,17 +126,18 @@ def parse_filters(text: str, *, words_allowed: bool = True) -> Args:
         elif low.startswith("page:"):
             raw = token[5:]
             if not is_number(raw) or not 1 <= int(raw) <= 1000:
-                raise ParseError(f"'{token[:40]}' is not a page; write page:N with N from 1 to 1000")
+                raise ParseError(_("'{token}' is not a page; write page:N with N from 1 to 1000", token=token[:40]))
             args.page = int(raw)
         elif low.startswith("before:"):
-            args.before = parse_id(token[7:], "page cursor")
+            args.before = parse_id(token[7:], cursor=True)
         elif words_allowed:
             if token:
                 args.words.append(token)
         else:
-            raise ParseError(f"'{token[:40]}' is not understood here; use @user, #tag, since: or until:")
+            raise ParseError(_("'{token}' is not understood here; use @user, #tag, since: or until:",
+                               token=token[:40]))
     if args.since and args.until and args.since > args.until:
-        raise ParseError(f"since:{args.since} is after until:{args.until}; swap them")
+        raise ParseError(_("since:{since} is after until:{until}; swap them", since=args.since, until=args.until))
     return _bounded(args)
 
 
@@ -142,11 +151,17 @@ def _bounded(args: Args) -> Args:
     args.users = list(dict.fromkeys(args.users))
     long = next((w for w in args.words if len(w) > MAX_WORD), None)
     if long is not None:
-        raise ParseError(f"the word '{long[:20]}…' is {len(long):,} characters long; keep words under {MAX_WORD}")
-    for items, limit, what in ((args.words, MAX_WORDS, "different words"), (args.tags, MAX_TAG_FILTERS, "#tags"),
-                               (args.users, MAX_USERS, "@users")):
-        if len(items) > limit:
-            raise ParseError(f"that is {len(items)} {what}; use at most {limit} in one command")
+        raise ParseError(_("the word '{word}…' is {length} characters long; keep words under {limit}",
+                           word=long[:20], length=number(len(long)), limit=number(MAX_WORD)))
+    if len(args.words) > MAX_WORDS:
+        raise ParseError(_("that is {count} different words; use at most {limit} in one command",
+                           count=number(len(args.words)), limit=number(MAX_WORDS)))
+    if len(args.tags) > MAX_TAG_FILTERS:
+        raise ParseError(_("that is {count} #tags; use at most {limit} in one command",
+                           count=number(len(args.tags)), limit=number(MAX_TAG_FILTERS)))
+    if len(args.users) > MAX_USERS:
+        raise ParseError(_("that is {count} @users; use at most {limit} in one command",
+                           count=number(len(args.users)), limit=number(MAX_USERS)))
     return args
 
 

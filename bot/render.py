@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, tzinfo
 
 from bot.alerts.text import human_bytes
+from bot.i18n import _, ngettext, number, when
 from bot.storage import Record
 
 POST_LIMIT = 16_383  # Mattermost's maximum message length (model.PostMessageMaxRunesV2)
@@ -46,18 +47,6 @@ def no_images(text: str) -> str:
     return _outside_code(text, lambda part: part.replace("![", "!\\["))
 
 
-def when(moment: datetime, zone: tzinfo = UTC) -> str:
-    """A stored time (naive UTC, or aware) in the reader's zone, with that zone's offset:
-    "2026-12-02 07:30 UTC+8"; in UTC itself "2026-12-01 23:30 UTC"."""
-    local = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(zone)
-    offset = local.utcoffset() or timedelta(0)
-    if not offset:
-        return f"{local:%Y-%m-%d %H:%M} UTC"
-    sign, minutes = ("-", -offset) if offset < timedelta(0) else ("+", offset)
-    hours, rest = divmod(int(minutes.total_seconds()) // 60, 60)
-    return f"{local:%Y-%m-%d %H:%M} UTC{sign}{hours}" + (f":{rest:02d}" if rest else "")
-
-
 def first_line(body: str, width: int = 160) -> str:
     line = next((part.strip() for part in body.splitlines() if part.strip()), "")
     return line if len(line) <= width else line[: width - 1] + "…"
@@ -84,35 +73,44 @@ def record_list(records: Sequence[Record], header: str, footer: str, trigger: st
         used += len(line) + 2
         shown += 1
     if shown < len(records):
-        parts.append(f"_{len(records) - shown} more on this page not shown (message too long); "
-                     f"narrow the search or open one with /{trigger} show <id>._")
+        parts.append(ngettext("_{n} more on this page not shown (message too long); narrow the search or open "
+                              "one with /{trigger} show <id>._",
+                              "_{n} more on this page not shown (message too long); narrow the search or open "
+                              "one with /{trigger} show <id>._", len(records) - shown, trigger=trigger))
     parts.append(footer)
     return "\n\n".join(p for p in parts if p)
 
 
 def record_full(record: Record, file_link: Callable[[str], str] | None = None, zone: tzinfo = UTC) -> str:
     """One record in full: owner, times, tags, revisions, files, the whole text (cut if huge)."""
-    edited = f" · edited {when(record.updated_at, zone)}" if record.updated_at != record.created_at else ""
-    tags = " ".join(f"`#{t}`" for t in record.tags[:SHOWN_TAGS]) or "none"
+    edited = ""
+    if record.updated_at != record.created_at:
+        edited = " · " + _("edited {at}", at=when(record.updated_at, zone))
+    tags = " ".join(f"`#{t}`" for t in record.tags[:SHOWN_TAGS]) or _("none")
     if len(record.tags) > SHOWN_TAGS:
-        tags += f" and {len(record.tags) - SHOWN_TAGS} more"
-    revs = f"{record.revisions} earlier version" + ("" if record.revisions == 1 else "s")
+        tags = _("{tags} and {n} more", tags=tags, n=number(len(record.tags) - SHOWN_TAGS))
     files = ""
     if record.files:
         names = [(f"[{escape_md(f.name)}]({file_link(f.mm_file_id)})" if file_link else escape_md(f.name))
                  + f" ({human_bytes(f.size)})" for f in record.files]
-        files = "Files: " + ", ".join(names) + "\n"
-    head = (f"**Record #{record.id}** by {record.owner} · {when(record.created_at, zone)}{edited}\n"
-            f"Tags: {tags} · {revs}\n{files}\n")
+        files = _("Files: {names}", names=", ".join(names)) + "\n"
+    head = (_("**Record #{id}** by {owner} · {at}", id=record.id, owner=record.owner,
+              at=when(record.created_at, zone)) + edited + "\n"
+            + _("Tags: {tags}", tags=tags) + " · "
+            + ngettext("{n} earlier version", "{n} earlier versions", record.revisions) + f"\n{files}\n")
     body = no_images(record.body)
     room = _BUDGET - len(head)
     if len(body) > room:
-        body = body[:room] + f"\n\n_…cut: {len(body) - room:,} more characters not shown._"
+        body = body[:room] + "\n\n" + _cut_note(len(body) - room)
     return head + body
+
+
+def _cut_note(left_out: int) -> str:
+    return ngettext("_…cut: {n} more character not shown._", "_…cut: {n} more characters not shown._", left_out)
 
 
 def cap(text: str) -> str:
     """Any reply, cut below the post limit with a note, never mid-surrogate or over the limit."""
     if len(text) <= POST_LIMIT:
         return text
-    return text[:_BUDGET] + f"\n\n_…cut: {len(text) - _BUDGET:,} more characters not shown._"
+    return text[:_BUDGET] + "\n\n" + _cut_note(len(text) - _BUDGET)

@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bot.i18n import N_, _
+
 if TYPE_CHECKING:
     from bot.config import Config
 
@@ -28,19 +30,27 @@ class Setting:
     low: float
     high: float
     low_open: bool  # the low end itself is not allowed
-    accepts: str
+    accepts: str  # marked with N_: what the setting accepts, in English
+
+    @property
+    def accepts_text(self) -> str:
+        """What the setting accepts, in the current language (`/rec admin settings`, error messages)."""
+        return _(self.accepts)
 
     def check(self, value: float, name: str = "") -> float:
         """The value itself when it is finite and in range; else SettingError naming the key
         (`name`, the dotted config key, where the value came from the config)."""
         name = name or self.key
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise SettingError(f"{name}: {value!r} is not allowed; use {self.accepts}")
+            raise SettingError(_("{name}: {value} is not allowed; use {accepts}",
+                                 name=name, value=repr(value), accepts=self.accepts_text))
         if self.kind is int and value != int(value):
-            raise SettingError(f"{name}: {value:g} is not allowed; use {self.accepts}")
+            raise SettingError(_("{name}: {value} is not allowed; use {accepts}",
+                                 name=name, value=format(value, "g"), accepts=self.accepts_text))
         below = value <= self.low if self.low_open else value < self.low
         if below or value > self.high:
-            raise SettingError(f"{name}: {value:g} is not allowed; use {self.accepts}")
+            raise SettingError(_("{name}: {value} is not allowed; use {accepts}",
+                                 name=name, value=format(value, "g"), accepts=self.accepts_text))
         return self.kind(value)
 
     def parse(self, raw: str) -> float:
@@ -48,22 +58,23 @@ class Setting:
         try:
             value: float = int(raw, 10) if self.kind is int else float(raw)
         except (TypeError, ValueError):
-            raise SettingError(f"{self.key}: '{raw}' is not allowed; use {self.accepts}") from None
+            raise SettingError(_("{name}: '{raw}' is not allowed; use {accepts}",
+                                 name=self.key, raw=raw, accepts=self.accepts_text)) from None
         return self.check(value)
 
 
 SCHEMA: tuple[Setting, ...] = (
-    Setting("page_size", "records.page_size", int, 1, 100, False, "a whole number from 1 to 100"),
+    Setting("page_size", "records.page_size", int, 1, 100, False, N_("a whole number from 1 to 100")),
     Setting("alerts.interval_seconds", "alerts.interval_seconds", int, 5, 86400, False,
-            "a whole number of seconds from 5 to 86400"),
+            N_("a whole number of seconds from 5 to 86400")),
     Setting("alerts.warn_percent", "alerts.warn_percent", float, 0, 99.9, True,
-            "a percentage above 0 and at most 99.9"),
+            N_("a percentage above 0 and at most 99.9")),
     Setting("alerts.critical_percent", "alerts.critical_percent", float, 0, 100, True,
-            "a percentage above 0, at most 100"),
+            N_("a percentage above 0, at most 100")),
     Setting("alerts.hysteresis_percent", "alerts.hysteresis_percent", float, 0, 49.9, False,
-            "a percentage from 0 to 49.9"),
+            N_("a percentage from 0 to 49.9")),
     Setting("alerts.repeat_minutes", "alerts.repeat_minutes", float, 1, 525600, False,
-            "a number of minutes from 1 to 525600 (a year)"),
+            N_("a number of minutes from 1 to 525600 (a year)")),
 )
 BY_KEY: dict[str, Setting] = {s.key: s for s in SCHEMA}
 BY_PATH: dict[str, Setting] = {s.path: s for s in SCHEMA}
@@ -81,13 +92,16 @@ class Relation:
 RELATIONS: tuple[Relation, ...] = (
     Relation(("alerts.warn_percent", "alerts.critical_percent"),
              lambda v: v["alerts.warn_percent"] < v["alerts.critical_percent"],
-             lambda v: (f"alerts.warn_percent ({v['alerts.warn_percent']:g}) must stay below "
-                        f"alerts.critical_percent ({v['alerts.critical_percent']:g})")),
+             lambda v: _("alerts.warn_percent ({warn}) must stay below alerts.critical_percent ({critical})",
+                         warn=format(v["alerts.warn_percent"], "g"),
+                         critical=format(v["alerts.critical_percent"], "g"))),
     # A level clears only hysteresis below its threshold: at or above warn, a warning could never clear.
     Relation(("alerts.hysteresis_percent", "alerts.warn_percent"),
              lambda v: v["alerts.hysteresis_percent"] < v["alerts.warn_percent"],
-             lambda v: (f"alerts.hysteresis_percent ({v['alerts.hysteresis_percent']:g}) must stay below "
-                        f"alerts.warn_percent ({v['alerts.warn_percent']:g}), or a warning could never clear")),
+             lambda v: _("alerts.hysteresis_percent ({hysteresis}) must stay below alerts.warn_percent ({warn}), "
+                         "or a warning could never clear",
+                         hysteresis=format(v["alerts.hysteresis_percent"], "g"),
+                         warn=format(v["alerts.warn_percent"], "g"))),
 )
 
 
@@ -102,7 +116,8 @@ def check_values(values: Mapping[str, float]) -> None:
     broken = broken_relations(values)
     if broken:
         key = broken[0].keys[0]
-        raise SettingError(f"{key}: {values[key]:g} is not allowed; {broken[0].says(values)}")
+        raise SettingError(_("{name}: {value} is not allowed; {why}",
+                             name=key, value=format(values[key], "g"), why=broken[0].says(values)))
 
 
 def defaults(config: Config) -> dict[str, float]:
@@ -121,7 +136,8 @@ class Effective:
     problems: dict[str, str]  # stored values that are not used: key -> why
 
     def problem_lines(self) -> list[str]:
-        return [f"the stored {key} is not used ({why}); the config's {self.values[key]:g} is"
+        return [_("the stored {key} is not used ({why}); the config's {value} is",
+                  key=key, why=why, value=format(self.values[key], "g"))
                 for key, why in sorted(self.problems.items())]
 
 
@@ -159,9 +175,9 @@ def change(config: Config, stored: Mapping[str, str], key: str, raw: str) -> str
     """
     spec = BY_KEY.get(key)
     if spec is None:
-        raise SettingError(f"'{key}' is not a setting; use one of: {', '.join(BY_KEY)}")
+        raise SettingError(_("'{key}' is not a setting; use one of: {keys}", key=key, keys=", ".join(BY_KEY)))
     text = repr(spec.parse(raw))
     after = effective(config, {**stored, key: text})
     if key not in after.stored:
-        raise SettingError(f"{key}: '{raw}' is not allowed; {after.problems[key]}")
+        raise SettingError(_("{name}: '{raw}' is not allowed; {why}", name=key, raw=raw, why=after.problems[key]))
     return text

@@ -9,6 +9,7 @@ from bot import migrate
 from bot.commands import dispatcher as build_dispatcher
 from bot.config import Config
 from bot.context import Services
+from bot.i18n import _, speaking
 from bot.mattermost.slash import SlashRequest
 from bot.storage import Storage, make_engine
 
@@ -25,14 +26,18 @@ def run_shell(config: Config, username: str, *, admin: bool = False, stdin: Text
     # A name Mattermost never sent keeps a shell-local id until that user appears for real.
     mm_id = known.mm_user_id if known else f"shell:{name}"
     if admin:
-        user, _ = storage.ensure_user(mm_id, name, "member")
+        user, _created = storage.ensure_user(mm_id, name, "member")
         storage.promote(user, "python -m bot shell --admin")
     services = Services(storage, config)
     dispatcher = build_dispatcher()
     trigger = config.mattermost.trigger
     interactive = stdin.isatty()
     if interactive:
-        stdout.write(f"recbot shell as {name}{' (admin)' if admin else ''}; type /{trigger} help, Ctrl-D to leave\n")
+        with speaking(config.language):
+            intro = (_("recbot shell as {name} (admin); type /{trigger} help, Ctrl-D to leave", name=name,
+                       trigger=trigger) if admin else
+                     _("recbot shell as {name}; type /{trigger} help, Ctrl-D to leave", name=name, trigger=trigger))
+        stdout.write(intro + "\n")
     while True:
         if interactive:
             stdout.write(f"{name}> ")

@@ -46,6 +46,31 @@ async def test_a_warning_is_posted_once_with_chart_and_buttons_and_a_restart_rep
     assert len(ops.posts()) == 1
 
 
+def has_cjk(text: str) -> bool:
+    return any("\u4e00" <= char <= "\u9fff" for char in text)
+
+
+async def test_alert_posts_are_written_in_alerts_language_and_in_english_by_default(storage: Storage,
+                                                                                    ops: Ops) -> None:
+    from dataclasses import replace
+
+    disk, clock = Disk(var=85.0, data=40.0), Clock()
+    await ops.alerts(storage, disk, clock, holder="p1").check()
+    [english] = ops.posts()
+    assert english["message"].startswith("WARNING disk space on web-01:/var is 85.0% used")
+    assert not has_cjk(english["message"])
+    # The same alert on another host, its config asking for Chinese posts.
+    chinese_config = replace(ops.config, alerts=replace(ops.config.alerts, language="zh-CN"))
+    chinese = Alerts(storage, chinese_config, ops.gateway, host="web-02", holder="p2", clock=clock,
+                     sampler=Sampler(disk.read, timeout=0.3), channel_id=ops.channel["id"])
+    await chinese.check()
+    post = ops.posts()[-1]
+    assert len(ops.posts()) == 2 and "web-02:/var" in post["message"]
+    assert has_cjk(post["message"]) and "disk space on" not in post["message"]
+    names = [a["name"] for att in post["props"]["attachments"] for a in att["actions"]]
+    assert all(has_cjk(name) for name in names) and "Acknowledge" not in names
+
+
 async def test_levels_repeat_and_resolve_through_the_outbox_in_order(storage: Storage, ops: Ops) -> None:
     disk, clock = Disk(var=85.0, data=40.0), Clock()
     alerts = ops.alerts(storage, disk, clock)

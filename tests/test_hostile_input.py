@@ -351,7 +351,7 @@ def test_tags_of_an_old_record_beyond_the_cap_still_fit_in_a_reply(mm: SlashClie
     rid = storage.add_record(owner, "an old record from before the tag cap")
     insert_rows(storage, "T_TAG", [{"record_id": rid, "tag": f"tag-{i:04d}-" + "x" * 40} for i in range(3000)])
     shown = ok_reply(mm, "bob", f"show {rid}")
-    assert "and 2970 more" in shown
+    assert "and 2,970 more" in shown
 
 
 def test_healthz_is_503_when_the_database_reads_but_cannot_write(tmp_path) -> None:

@@ -9,7 +9,7 @@ import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -174,6 +174,20 @@ async def test_a_changed_public_url_updates_the_command_instead_of_adding_one(wo
     assert status == 200 and "/rec add" in seen
 
 
+async def test_the_registered_command_is_described_in_the_configs_language(world: World) -> None:
+    [english] = [c for c in world.fake.commands.values() if c["trigger"] == "rec"]
+    assert english["auto_complete_desc"] == "Record, find and share operation records"
+    assert not re.search(r"[\u4e00-\u9fff]", english["auto_complete_desc"] + english["auto_complete_hint"])
+    await world.stop_bot()
+    chinese = replace(world.config, language="zh-CN")
+    await world.start_bot(chinese)
+    await world.ready()
+    [command] = [c for c in world.fake.commands.values() if c["trigger"] == "rec"]
+    assert re.search(r"[\u4e00-\u9fff]", command["auto_complete_desc"]), command["auto_complete_desc"]
+    assert command["description"] == command["auto_complete_desc"] and command["token"] == english["token"]
+    assert "share" in command["auto_complete_hint"]  # the subcommands themselves are not translated
+
+
 async def test_a_direct_message_with_a_file_becomes_a_record_with_that_file(world: World) -> None:
     bob = world.users["bob"]
     dm = world.fake._get_or_create_dm(bob["id"], world.bot["id"])
@@ -188,6 +202,24 @@ async def test_a_direct_message_with_a_file_becomes_a_record_with_that_file(worl
     assert f"[df-web01.txt]({world.fake.base_url}/api/v4/files/{info['id']})" in shown
     # The bot's own reply came back over the WebSocket too, and was not taken for a record.
     assert len(world.storage.find(world.storage.users_by_username(["bob"])["bob"], Filter(), limit=10).records) == 1
+
+
+async def test_a_chinese_users_direct_messages_are_answered_in_chinese(world: World) -> None:
+    bob = world.users["bob"]
+    world.fake.users[bob["id"]]["locale"] = "zh-CN"
+    dm = world.fake._get_or_create_dm(bob["id"], world.bot["id"])
+
+    async def answer_to(text: str) -> str:
+        before = len(world.fake.posts)
+        await world.fake.user_posts_dm(bob, world.bot, text)
+        reply = await world.fake.wait_for_post(lambda p: p["channel_id"] == dm["id"] and p["user_id"] == world.bot["id"]
+                                               and world.fake.posts.index(p) >= before)
+        return str(reply["message"])
+
+    assert re.fullmatch(r"已保存记录 \*\*#\d+\*\*。用 `/rec show \d+` 查看。", await answer_to("换了 web-01 的硬盘"))
+    assert (await answer_to("help")).startswith("给我发消息")
+    refused = await answer_to("标签太多 " + " ".join(f"#t{i}" for i in range(60)))
+    assert refused.startswith("未保存：") and "60" in refused
 
 
 async def test_a_dropped_websocket_reconnects_and_the_next_direct_message_still_arrives(world: World) -> None:

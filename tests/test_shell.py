@@ -34,3 +34,14 @@ def test_the_shell_acts_as_the_known_user_of_that_name_and_admin_when_asked(db_u
     assert "bob's record" in done.stdout
     again = shell(db_url, tmp_path, "list\n", "--user", "bob")
     assert "bob's record" in again.stdout
+
+
+def test_the_shell_answers_in_the_language_of_lang(db_url: str, tmp_path: Path) -> None:
+    from tests.test_language import CJK, english_leak
+
+    chinese = shell(db_url, tmp_path, "help\nadd 巡检 #日常\nshow 999\n", "--user", "li", "--lang", "zh-CN")
+    assert chinese.returncode == 0, chinese.stderr
+    assert CJK.search(chinese.stdout) and english_leak(chinese.stdout) is None, chinese.stdout
+    assert "your team's operation records" in shell(db_url, tmp_path, "help\n", "--user", "li").stdout
+    refused = shell(db_url, tmp_path, "", "--user", "li", "--lang", "fr")
+    assert refused.returncode == 2 and "--lang fr" in refused.stderr

@@ -16,6 +16,7 @@ import pytest
 from bot.commands import dispatcher
 from bot.config import Config, ConfigError, MattermostConfig, load_config
 from bot.context import Services
+from bot.i18n import speaking
 from bot.mattermost.gateway import Gateway
 from bot.mattermost.slash import SlashRequest
 from bot.render import when
@@ -69,10 +70,10 @@ async def test_a_record_added_at_2330_utc_is_0730_the_next_day_in_shanghai_and_f
     added = await team.rec("li", "add swapped the disk on db-3 #disk")
     rid = re.search(r"#(\d+)", added).group(1)  # type: ignore[union-attr]
     found = await team.rec("li", "find swapped since:2026-12-02")
-    assert f"#{rid}" in found and "2026-12-02 07:30 UTC+8" in found
+    assert f"#{rid}" in found and "Dec 2, 2026 07:30 UTC+8" in found
     assert "No matches" in await team.rec("li", "find swapped until:2026-12-01")
     shown = await team.rec("li", f"show {rid}")
-    assert "2026-12-02 07:30 UTC+8" in shown
+    assert "Dec 2, 2026 07:30 UTC+8" in shown
 
 
 async def test_new_york_sees_the_same_record_on_its_own_date(team: Team) -> None:
@@ -80,7 +81,7 @@ async def test_new_york_sees_the_same_record_on_its_own_date(team: Team) -> None
     rid = re.search(r"#(\d+)", added).group(1)  # type: ignore[union-attr]
     await team.rec("li", f"share {rid} @ny")
     shown = await team.rec("ny", f"show {rid}")
-    assert "2026-12-01 18:30 UTC-5" in shown
+    assert "Dec 1, 2026 18:30 UTC-5" in shown
     assert f"#{rid}" in await team.rec("ny", "find rotated since:2026-12-01 until:2026-12-01")
     assert "No matches" in await team.rec("ny", "find rotated since:2026-12-02")
 
@@ -92,7 +93,7 @@ async def test_a_changed_zone_in_mattermost_shows_within_the_refresh_time(team: 
     team.now[0] += timedelta(minutes=2)  # still inside the 5 minutes recbot keeps a profile
     assert "UTC+8" in await team.rec("li", f"show {rid}")
     team.now[0] += timedelta(minutes=4)
-    assert "2026-12-01 23:30 UTC" in await team.rec("li", f"show {rid}")
+    assert "Dec 1, 2026 23:30 UTC" in await team.rec("li", f"show {rid}")
 
 
 async def test_without_a_zone_in_the_profile_the_config_timezone_answers(team: Team) -> None:
@@ -100,15 +101,17 @@ async def test_without_a_zone_in_the_profile_the_config_timezone_answers(team: T
     team.fake.users[team.users["ada"]["id"]]["timezone"] = zone_of()
     added = await team.rec("ada", "add checked the UPS")
     rid = re.search(r"#(\d+)", added).group(1)  # type: ignore[union-attr]
-    assert "2026-12-02 08:30 UTC+9" in await team.rec("ada", f"show {rid}")
+    assert "Dec 2, 2026 08:30 UTC+9" in await team.rec("ada", f"show {rid}")
 
 
 def test_when_shows_offsets_of_any_size_and_season() -> None:
     at = datetime(2026, 7, 1, 12, 0)
-    assert when(at) == "2026-07-01 12:00 UTC"
-    assert when(at, ZoneInfo("Asia/Kolkata")) == "2026-07-01 17:30 UTC+5:30"
-    assert when(at, ZoneInfo("America/New_York")) == "2026-07-01 08:00 UTC-4"  # daylight saving
-    assert when(datetime(2026, 1, 1, 12, 0), ZoneInfo("America/New_York")) == "2026-01-01 07:00 UTC-5"
+    assert when(at) == "Jul 1, 2026 12:00 UTC"
+    assert when(at, ZoneInfo("Asia/Kolkata")) == "Jul 1, 2026 17:30 UTC+5:30"
+    assert when(at, ZoneInfo("America/New_York")) == "Jul 1, 2026 08:00 UTC-4"  # daylight saving
+    assert when(datetime(2026, 1, 1, 12, 0), ZoneInfo("America/New_York")) == "Jan 1, 2026 07:00 UTC-5"
+    with speaking("zh-CN"):  # the date as the language writes it (Babel's CLDR data)
+        assert when(at, ZoneInfo("Asia/Shanghai")) == "2026年7月1日 20:00 UTC+8"
 
 
 @pytest.mark.parametrize("key, value", [("REC_TIMEZONE", "Mars/Olympus"), ("REC_TIMEZONE", "../../etc/passwd"),

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.alerts.store import Outgoing
+from bot.i18n import _
 
 
 def sign(secret: str, context: dict[str, Any]) -> str:
@@ -24,11 +25,12 @@ def signature_ok(secret: str, context: dict[str, Any]) -> bool:
 
 
 def button_props(secret: str, host: str, action_url: str, item: Outgoing, now: datetime) -> dict[str, Any]:
+    """The buttons of an alert post, labelled in the language in force (the service sets alerts.language)."""
     actions = []
-    for action, name in (("ack", "Acknowledge"), ("snooze", "Snooze 1 h")):
+    for action, name in (("ack", _("Acknowledge")), ("snooze", _("Snooze 1 h"))):
         context: dict[str, Any] = {"action": action, "host": host, "path": item.path, "kind": item.kind,
                                    "level": item.level, "episode": item.episode, "issued": int(now.timestamp())}
         context["sig"] = sign(secret, context)
         actions.append({"id": action, "name": name, "type": "button",
                         "integration": {"url": action_url, "context": context}})
-    return {"attachments": [{"fallback": "Acknowledge or snooze this alert", "actions": actions}]}
+    return {"attachments": [{"fallback": _("Acknowledge or snooze this alert"), "actions": actions}]}

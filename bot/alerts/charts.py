@@ -15,6 +15,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from bot.i18n import _, number
+
 log = logging.getLogger(__name__)
 
 WIDTH, HEIGHT = 720, 360
@@ -63,7 +65,8 @@ def _colour(percent: float, warn: float, critical: float) -> tuple[int, int, int
 
 def usage_chart(title: str, usage: Sequence[tuple[str, float]], trend: Sequence[tuple[datetime, float]],
                 warn: float, critical: float, now: datetime) -> bytes:
-    """Bars of used % per path on the left; the trend of the first path over 24 h on the right."""
+    """Bars of used % per path on the left; the trend of the first path over 24 h on the right.
+    Labels are written in the language in force (the caller's, or alerts.language for posted charts)."""
     image = Image.new("RGB", (WIDTH, HEIGHT), BG)
     draw = ImageDraw.Draw(image)
     font, small = _font(16), _font(12)
@@ -78,7 +81,7 @@ def usage_chart(title: str, usage: Sequence[tuple[str, float]], trend: Sequence[
         draw.rectangle((left, y + 15, left + bar_w, y + row - 6), outline=GRID, fill=(248, 249, 250))
         filled = left + int(bar_w * max(0.0, min(percent, 100.0)) / 100)
         draw.rectangle((left, y + 15, filled, y + row - 6), fill=_colour(percent, warn, critical))
-        draw.text((left + bar_w + 6, y + 12), f"{percent:.1f}%", fill=FG, font=small)
+        draw.text((left + bar_w + 6, y + 12), number(percent, 1) + "%", fill=FG, font=small)
 
     # Right: 24 hours of the first path, with the thresholds drawn in.
     x0, y0, x1, y1 = 400, 60, WIDTH - 20, HEIGHT - 40
@@ -86,7 +89,7 @@ def usage_chart(title: str, usage: Sequence[tuple[str, float]], trend: Sequence[
     for level, colour in ((warn, WARN), (critical, CRIT)):
         line_y = y1 - (y1 - y0) * level / 100
         draw.line((x0, line_y, x1, line_y), fill=colour, width=1)
-        draw.text((x0 - 34, line_y - 7), f"{level:.0f}%", fill=colour, font=small)
+        draw.text((x0 - 34, line_y - 7), number(level) + "%", fill=colour, font=small)
     start = now - timedelta(hours=24)
     points = [
         (x0 + (x1 - x0) * max(0.0, (at - start).total_seconds()) / 86400, y1 - (y1 - y0) * min(p, 100.0) / 100)
@@ -97,10 +100,11 @@ def usage_chart(title: str, usage: Sequence[tuple[str, float]], trend: Sequence[
     elif points:
         px, py = points[0]
         draw.ellipse((px - 3, py - 3, px + 3, py + 3), fill=(13, 110, 253))
-    label = f"last 24 h: {usage[0][0][-30:]}" if usage else "last 24 h"
+    label = _("last 24 h: {path}", path=usage[0][0][-30:]) if usage else _("last 24 h")
     draw.text((x0, y0 - 20), label, fill=FG, font=small)
-    draw.text((x0, y1 + 6), "-24 h", fill=FG, font=small)
-    draw.text((x1 - 30, y1 + 6), "now", fill=FG, font=small)
+    draw.text((x0, y1 + 6), _("-24 h"), fill=FG, font=small)
+    now_label = _("now")
+    draw.text((x1 - int(draw.textlength(now_label, font=small)), y1 + 6), now_label, fill=FG, font=small)
 
     out = io.BytesIO()
     image.save(out, format="PNG", optimize=True)

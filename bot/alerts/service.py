@@ -22,11 +22,11 @@ from bot.alerts.delivery import Delivery, Notifier, one_line
 from bot.alerts.model import AlertMessage, PathState, Sample, Thresholds
 from bot.alerts.sampler import Sampler
 from bot.alerts.store import AlertStore, Health, LeaseLost, Outgoing
-from bot.alerts.text import plain
+from bot.alerts.text import LEVEL_WORDS, chart_title, plain
 from bot.config import Config, zone_or_none
 from bot.errors import Forbidden, UserError
+from bot.i18n import _, ngettext, number, speaking, when
 from bot.metrics import Metrics
-from bot.render import when
 from bot.storage import Storage
 
 log = logging.getLogger("bot.alerts")
@@ -74,6 +74,11 @@ class Alerts:
     def zone(self) -> tzinfo:
         """Alert posts have a whole channel of readers: alerts.timezone, else the config's timezone."""
         return zone_or_none(self.config.alerts.timezone) or zone_or_none(self.config.timezone) or UTC
+
+    @property
+    def language(self) -> str:
+        """And they are written in alerts.language, else the config's language."""
+        return self.config.alerts.language or self.config.language
 
     def _count(self, event: str) -> None:
         if self.metrics is not None:
@@ -141,19 +146,23 @@ class Alerts:
         recent = {p: [(at, v) for at, v in h if at >= now - timedelta(hours=1)] for p, h in history.items()}
         thresholds = self.thresholds(values)
         new_states, messages = rules.evaluate(samples, states, thresholds, now, recent, self.host)
-        queued = [(m, self._chart(m, samples, history, thresholds, now)) for m in messages]
+        # The words are fixed here, in the channel's language (the store writes them from another thread).
+        with speaking(self.language):
+            texts = [m.text for m in messages]
+            queued = [(m, text, self._chart(m, text, samples, history, thresholds, now))
+                      for m, text in zip(messages, texts, strict=True)]
         await loop.run_in_executor(None, self.store.commit_check, self.holder, self.fencing, samples,
                                    new_states, queued, now)
         return messages
 
-    def _chart(self, message: AlertMessage, samples: list[Sample], history: dict, thresholds: Thresholds,
-               now: datetime) -> bytes | None:
+    def _chart(self, message: AlertMessage, text: str, samples: list[Sample], history: dict,
+               thresholds: Thresholds, now: datetime) -> bytes | None:
         if message.kind == "read":
             return None
         usage = [(s.path, s.used_percent) for s in samples if s.readable]
         usage.sort(key=lambda item: item[0] != message.path)  # the alerting path first
         try:
-            return usage_chart(message.text.split(" (")[0], usage, history.get(message.path, []),
+            return usage_chart(chart_title(text), usage, history.get(message.path, []),
                                thresholds.warn_percent, thresholds.critical_percent, now)
         except Exception:  # a chart is a courtesy: the text says it all
             log.exception("alerts: drawing the chart failed")
@@ -187,10 +196,7 @@ class Alerts:
         """Post "failing" straight to the channel (the database may be down, so not via the outbox)."""
         if self.gateway is None or not await self.delivery.channel():
             return False
-        since = f" (last good check {when(health.last_ok_at, self.zone)})" if health.last_ok_at else ""
-        reason = plain(health.last_error or "")
-        text = (f"Disk alerts on {plain(self.host)} are failing: {reason}{since}. "
-                f"{health.failures} checks in a row failed; another message follows once a check succeeds.")
+        text = self._failing_text(health)
         seed = f"{self.host}:failing:{health.last_ok_at.isoformat() if health.last_ok_at else '-'}"
         notice = Outgoing(0, "", "health", "failing", text, None, self._notice_attempts, 0,
                           hashlib.sha256(seed.encode()).hexdigest()[:26], None, health.last_check_at)
@@ -203,12 +209,28 @@ class Alerts:
         self._notice_attempts = 0
         return True
 
+    def _failing_text(self, health: Health) -> str:
+        host, reason = plain(self.host), plain(health.last_error or "")
+        with speaking(self.language):
+            if health.last_ok_at is None:
+                return ngettext("Disk alerts on {host} are failing: {reason}. {n} check in a row failed; "
+                                "another message follows once a check succeeds.",
+                                "Disk alerts on {host} are failing: {reason}. {n} checks in a row failed; "
+                                "another message follows once a check succeeds.",
+                                health.failures, host=host, reason=reason)
+            return ngettext("Disk alerts on {host} are failing: {reason} (last good check {time}). {n} check in a "
+                            "row failed; another message follows once a check succeeds.",
+                            "Disk alerts on {host} are failing: {reason} (last good check {time}). {n} checks in a "
+                            "row failed; another message follows once a check succeeds.",
+                            health.failures, host=host, reason=reason, time=when(health.last_ok_at, self.zone))
+
     async def _succeeded(self, now: datetime) -> None:
         before = await self._load_health()
         notice = None
         if before.failing_posted:
-            notice = (f"Disk alerts on {plain(self.host)} work again: the check at "
-                      f"{when(now, self.zone)} succeeded after {before.failures} failed.")
+            with speaking(self.language):
+                notice = _("Disk alerts on {host} work again: the check at {time} succeeded after {n} failed.",
+                           host=plain(self.host), time=when(now, self.zone), n=number(before.failures))
         health = Health(now, now, None, 0, False)
         # The "work again" notice goes through the outbox, in one transaction with the health row.
         await asyncio.get_running_loop().run_in_executor(None, self.store.record_ok, health, notice)
@@ -230,7 +252,8 @@ class Alerts:
 
     def _buttons(self, item: Outgoing, now: datetime) -> dict[str, Any]:
         url = self.config.server.public_url.rstrip("/") + "/mattermost/action"
-        return button_props(self.secret(), self.host, url, item, now)
+        with speaking(self.language):
+            return button_props(self.secret(), self.host, url, item, now)
 
     async def drain(self) -> int:
         """Post what is due, if this process holds the lease."""
@@ -261,19 +284,18 @@ class Alerts:
         Forbidden, a context recbot no longer makes raises UserError; an old episode or a stale button
         changes nothing and says so."""
         if not signature_ok(self.secret(), context):
-            raise Forbidden("this button's signature is not valid, so nothing was changed")
+            raise Forbidden(_("this button's signature is not valid, so nothing was changed"))
         action, path, kind, level = (context.get(k) for k in ("action", "path", "kind", "level"))
         episode, issued = context.get("episode"), context.get("issued")
         if context.get("host") != self.host:
-            return f"That alert belongs to host {context.get('host')}; its own recbot handles it."
+            return _("That alert belongs to host {host}; its own recbot handles it.", host=context.get("host"))
         if not isinstance(episode, int) or not isinstance(issued, int) or action not in ("ack", "snooze") \
                 or not isinstance(path, str) or not isinstance(kind, str):
-            raise UserError("this button is from an older recbot; use the buttons on the newest alert")
+            raise UserError(_("this button is from an older recbot; use the buttons on the newest alert"))
         now = self.clock()
         age = now - datetime.fromtimestamp(issued, UTC)
         if age > BUTTON_MAX_AGE or age < -timedelta(minutes=5):
-            return "This button is too old to use; use the buttons on the newest alert."
-        word = "acknowledge" if action == "ack" else "snooze"
+            return _("This button is too old to use; use the buttons on the newest alert.")
 
         def change(state: PathState) -> PathState:
             if state.episode != episode:
@@ -285,13 +307,23 @@ class Alerts:
         before = self.store.states().get((path, kind))
         after = self.store.update_state(path, kind, change, now)
         if after is None or before == after:
-            if before is not None and before.episode != episode:
-                return f"That alert is from an earlier episode of {path}; nothing to {word}."
-            return f"{path} is no longer at {level}; nothing to {word}."
+            return self._unchanged(action, path, level, before is not None and before.episode != episode)
         clicker = self.storage.user_by_mm_id(user_id)
         who = f"Mattermost user {user_id}" + (f" (@{clicker.username})" if clicker else "")
         self.storage.audit_system(f"alert {action}", f"{self.host}:{path} {kind} {level} episode {episode} by {who}",
                                   actor=clicker)
         if action == "ack":
-            return f"Acknowledged: no repeats for {path} until its level changes."
-        return f"Snoozed: no repeats for {path} for 1 hour."
+            return _("Acknowledged: no repeats for {path} until its level changes.", path=path)
+        return _("Snoozed: no repeats for {path} for 1 hour.", path=path)
+
+    @staticmethod
+    def _unchanged(action: str, path: str, level: Any, earlier: bool) -> str:
+        """Why a click changed nothing, in the clicker's language."""
+        if earlier:
+            if action == "ack":
+                return _("That alert is from an earlier episode of {path}; nothing to acknowledge.", path=path)
+            return _("That alert is from an earlier episode of {path}; nothing to snooze.", path=path)
+        shown = _(LEVEL_WORDS[level]) if level in LEVEL_WORDS else str(level)
+        if action == "ack":
+            return _("{path} is no longer at {level}; nothing to acknowledge.", path=path, level=shown)
+        return _("{path} is no longer at {level}; nothing to snooze.", path=path, level=shown)

@@ -155,9 +155,10 @@ class AlertStore:
         return out
 
     def commit_check(self, holder: str, fencing: int, samples: Sequence[Sample],
-                     states: dict[tuple[str, str], PathState], messages: Sequence[tuple[AlertMessage, bytes | None]],
-                     now: datetime) -> None:
-        """Store one check's samples, states and queued posts, only if the lease is still ours."""
+                     states: dict[tuple[str, str], PathState],
+                     messages: Sequence[tuple[AlertMessage, str, bytes | None]], now: datetime) -> None:
+        """Store one check's samples, states and queued posts (each message with its text, written in the
+        channel's language, and chart), only if the lease is still ours."""
         now_n = _naive(now)
         with self.storage.transaction() as conn:
             self._prove_lease(conn, holder, fencing)
@@ -176,9 +177,9 @@ class AlertStore:
                     .values(**values))
                 if done.rowcount == 0:
                     conn.execute(insert(alert_state).values(host=self.host, path=path, kind=kind, **values))
-            for message, chart in messages:
+            for message, text, chart in messages:
                 conn.execute(insert(outbox).values(
-                    host=self.host, path=message.path, kind=message.kind, level=message.level, message=message.text,
+                    host=self.host, path=message.path, kind=message.kind, level=message.level, message=text,
                     chart=chart, created_at=now_n, attempts=0, next_attempt_at=now_n, episode=message.episode,
                     post_key=new_post_key()))
             conn.execute(delete(sample).where(sample.c.host == self.host, sample.c.at < _naive(now - SAMPLE_KEEP)))

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 from bot.context import Context, Reply
 from bot.dispatch import DIRECT, Router
+from bot.i18n import N_, _, ngettext
 
 router = Router()
 
 
-@router.event(DIRECT, "direct message", "a direct message to the bot becomes a record", failure="Not saved: ")
+@router.event(DIRECT, "direct message", N_("a direct message to the bot becomes a record"),
+              failure=N_("Not saved: "))
 def save(ctx: Context, rest: str) -> Reply:
     trigger = ctx.config.mattermost.trigger
     if rest.strip().lower() in ("help", f"/{trigger} help"):
-        return Reply("Send me a message and I keep it as a record of yours, with any files attached. "
-                     f"Use /{trigger} in any channel to find, list and share records.")
+        return Reply(_("Send me a message and I keep it as a record of yours, with any files attached. "
+                       "Use /{trigger} in any channel to find, list and share records.", trigger=trigger))
     files = tuple(ctx.event.attachments) if ctx.event is not None else ()
     record_id = ctx.storage.add_record(ctx.caller, rest, files)
-    attached = f" with {len(files)} file{'s' if len(files) != 1 else ''}" if files else ""
-    return Reply(f"Saved record **#{record_id}**{attached}. `/{trigger} show {record_id}` shows it.")
+    if files:
+        return Reply(ngettext("Saved record **#{id}** with {n} file. `/{trigger} show {id}` shows it.",
+                              "Saved record **#{id}** with {n} files. `/{trigger} show {id}` shows it.",
+                              len(files), id=record_id, trigger=trigger))
+    return Reply(_("Saved record **#{id}**. `/{trigger} show {id}` shows it.", id=record_id, trigger=trigger))

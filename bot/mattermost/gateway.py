@@ -22,6 +22,7 @@ from mattermostautodriver.exceptions import MattermostError
 
 from bot.config import Config
 from bot.errors import UserError
+from bot.i18n import ENGLISH, N_, _, speaking
 from bot.mattermost.websocket import listen_forever
 from bot.render import cap
 
@@ -29,8 +30,9 @@ log = logging.getLogger(__name__)
 
 CALL_TIMEOUT = 20.0
 PROFILE_TIMEOUT = 2.0
-COMMAND_DESCRIPTION = "Record, find and share operation records"
-COMMAND_HINT = "add <text> | find <words> | list | show <id> | share <id> @user | help"
+# Written in the config's language when the command is registered (Mattermost shows them to everyone).
+COMMAND_DESCRIPTION = N_("Record, find and share operation records")
+COMMAND_HINT = N_("add <text> | find <words> | list | show <id> | share <id> @user | help")
 
 
 KEY_PROP = "recbot_key"  # the post prop that carries an alert's delivery key
@@ -49,10 +51,10 @@ class GatewayError(UserError):
 def explain(exc: BaseException, doing: str) -> str:
     """One sentence about a failed call: Mattermost's own message when there is one."""
     if isinstance(exc, MattermostError):
-        return f"{doing}: Mattermost answered {exc.status_code} ({exc})"
+        return _("{doing}: Mattermost answered {status} ({error})", doing=doing, status=exc.status_code, error=exc)
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
-        return f"{doing}: Mattermost did not answer in time"
-    return f"{doing}: {type(exc).__name__}: {exc}"
+        return _("{doing}: Mattermost did not answer in time", doing=doing)
+    return _("{doing}: {kind}: {error}", doing=doing, kind=type(exc).__name__, error=exc)
 
 
 @dataclass
@@ -129,7 +131,8 @@ class Gateway:
         try:
             channel = await self.driver.channels.get_channel_by_name(self.me.team_id, self.config.alerts.channel)
         except Exception as exc:
-            log.warning("%s", explain(exc, f"alert channel ~{self.config.alerts.channel} not found"))
+            with speaking(ENGLISH):  # a log line, whatever language the caller speaks
+                log.warning("%s", explain(exc, f"alert channel ~{self.config.alerts.channel} not found"))
             return ""
         return channel["id"]
 
@@ -144,11 +147,13 @@ class Gateway:
         if not self.config.server.public_url:
             raise GatewayError("server.public_url is empty, so Mattermost could not reach the bot; "
                                "set it (e.g. http://recbot:8070) or turn mattermost.register_command off")
+        with speaking(self.config.language):
+            description, hint = _(COMMAND_DESCRIPTION), _(COMMAND_HINT)
         want = {
             "trigger": self.mm.trigger, "method": "P",
             "url": self.config.server.public_url.rstrip("/") + "/mattermost/command",
-            "display_name": "recbot", "description": COMMAND_DESCRIPTION, "auto_complete": True,
-            "auto_complete_desc": COMMAND_DESCRIPTION, "auto_complete_hint": COMMAND_HINT,
+            "display_name": "recbot", "description": description, "auto_complete": True,
+            "auto_complete_desc": description, "auto_complete_hint": hint,
             "username": "recbot",
         }
         try:
@@ -210,7 +215,7 @@ class Gateway:
             user = await self.driver.users.get_user_by_username(name)
         except MattermostError as exc:
             if exc.status_code != 404:
-                raise GatewayError(explain(exc, f"looking up @{name} failed")) from None
+                raise GatewayError(explain(exc, _("looking up @{name} failed", name=name))) from None
             return None
         return user["id"]
 
@@ -275,7 +280,7 @@ class Gateway:
     def _call(self, coro: Coroutine[Any, Any, Any], doing: str, timeout: float = CALL_TIMEOUT + 5) -> Any:
         if self.loop is None:
             coro.close()
-            raise GatewayError(f"{doing}: the Mattermost connection is not started")
+            raise GatewayError(_("{doing}: the Mattermost connection is not started", doing=doing))
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
             return future.result(timeout)
@@ -287,20 +292,20 @@ class Gateway:
 
     def user_profile(self, user_id: str) -> tuple[str, str]:
         # Read on the way to answering a command: a slow Mattermost must not hold the answer long.
-        return self._call(self.profile(user_id), "reading the user's Mattermost profile", PROFILE_TIMEOUT)
+        return self._call(self.profile(user_id), _("reading the user's Mattermost profile"), PROFILE_TIMEOUT)
 
     def user_id_by_username(self, username: str) -> str | None:
-        return self._call(self.find_user_id(username), f"looking up @{username}")
+        return self._call(self.find_user_id(username), _("looking up @{name}", name=username))
 
     def send_direct(self, user_id: str, message: str) -> None:
-        self._call(self.post_direct(user_id, message), "sending the direct message")
+        self._call(self.post_direct(user_id, message), _("sending the direct message"))
 
     def send_direct_file(self, user_id: str, message: str, filename: str, data: bytes) -> None:
         async def send() -> None:
             channel = await self.direct_channel(user_id)
             await self.post(channel, message, file_ids=[await self.upload(channel, filename, data)])
 
-        self._call(send(), "sending the chart")
+        self._call(send(), _("sending the chart"))
 
     # ---- the WebSocket (bot.mattermost.websocket) ------------------------------------------------
 

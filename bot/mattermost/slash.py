@@ -5,7 +5,11 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from bot.config import Config
 
 
 class MultiMapping(Protocol):
@@ -76,3 +80,14 @@ def command_response(text: str, *, in_channel: bool = False, channel_id: str | N
     if attachments:
         body["attachments"] = attachments
     return body
+
+
+def response_url_allowed(config: Config, url: str) -> bool:
+    """Only the configured Mattermost's own hooks: an accepted request must not make the bot post
+    to any address it names."""
+    if not url:
+        return False
+    if not config.mattermost.url:
+        return url.startswith(("http://", "https://"))
+    want, got = urlsplit(config.mattermost.url), urlsplit(url)
+    return (got.scheme, got.hostname, got.port) == (want.scheme, want.hostname, want.port)

@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 
 from bot import search
 from bot.errors import Forbidden
+from bot.i18n import _
 from bot.store.models import (
     User,
     utcnow,
@@ -180,7 +181,7 @@ class Db:
     def _require_admin(self, conn: Connection, actor: User) -> None:
         role = conn.execute(select(user.c.role).where(user.c.id == actor.id)).scalar()
         if role != "admin":
-            raise Forbidden("only an admin can do that; ask one of your recbot admins")
+            raise Forbidden(_("only an admin can do that; ask one of your recbot admins"))
 
     def _audit(self, conn: Connection, actor: User | None, action: str, detail: str) -> None:
         conn.execute(insert(audit).values(actor_id=actor.id if actor else None, action=action,

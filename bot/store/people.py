@@ -19,6 +19,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from bot.errors import Conflict, NotFound, UserError
+from bot.i18n import _
 from bot.store.db import MAX_KNOWN_USERS, Db
 from bot.store.models import (
     ROLES,
@@ -95,16 +96,16 @@ class PeopleMixin(Db):
 
     def set_role(self, actor: User, target_id: int, role: str) -> User:
         if role not in ROLES:
-            raise UserError(f"'{role}' is not a role; use admin, member or disabled")
+            raise UserError(_("'{role}' is not a role; use admin, member or disabled", role=role))
         with self.transaction() as conn:
             self._require_admin(conn, actor)
             target = conn.execute(select(user).where(user.c.id == target_id)).first()
             if target is None:
-                raise NotFound("that user is not known to recbot yet; they must use recbot once first")
+                raise NotFound(_("that user is not known to recbot yet; they must use recbot once first"))
             if target.role == "admin" and role != "admin":
                 admins = conn.execute(select(func.count()).select_from(user).where(user.c.role == "admin")).scalar_one()
                 if admins <= 1:
-                    raise Conflict("that is the last admin; make someone else admin first")
+                    raise Conflict(_("that is the last admin; make someone else admin first"))
             conn.execute(update(user).where(user.c.id == target_id).values(role=role, updated_at=self.clock()))
             self._audit(conn, actor, "role", f"@{target.username}: {target.role} -> {role}")
         self._known_users.clear()

@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError
 
 from bot import search
 from bot.errors import Conflict, Forbidden, NotFound, UserError
+from bot.i18n import _, ngettext, number
 from bot.search.execute import SearchMixin
 from bot.store.models import (
     MAX_BODY,
@@ -46,7 +47,7 @@ class RecordsMixin(SearchMixin):
     def add_record(self, owner: User, body: str, files: Sequence[Attachment] = ()) -> int:
         """Save a record owned by `owner` (who must not be disabled); returns its id."""
         if files and not body.strip():
-            body = "Files: " + ", ".join(f.name for f in files)
+            body = _("Files: {names}", names=", ".join(f.name for f in files))
         self._check_body(body)
         now = self.clock()
         folded = search.fold(body)
@@ -54,7 +55,7 @@ class RecordsMixin(SearchMixin):
         with self.transaction() as conn:
             result = conn.execute(stmt, {"owner_id": owner.id, "body": body, "folded": folded, "now": now})
             if result.rowcount != 1:
-                raise Forbidden("your recbot account is disabled; ask an admin to enable it")
+                raise Forbidden(_("your recbot account is disabled; ask an admin to enable it"))
             record_id = int(result.lastrowid)
             self._set_tags(conn, record_id, extract_tags(body), replace=False)
             if files:
@@ -80,9 +81,12 @@ class RecordsMixin(SearchMixin):
             return self.add_record(owner, body, files), True
         except DBAPIError:
             log.exception("saving a record failed; it may have been saved")
-            raise MaybeSaved(f"the database did not confirm the save, so it may have been saved; send the same "
-                             f"text again within {RETRY_WINDOW.seconds // 60} minutes: if it was saved you get "
-                             "its number, not a second copy") from None
+            raise MaybeSaved(ngettext(
+                "the database did not confirm the save, so it may have been saved; send the same text again "
+                "within {n} minute: if it was saved you get its number, not a second copy",
+                "the database did not confirm the save, so it may have been saved; send the same text again "
+                "within {n} minutes: if it was saved you get its number, not a second copy",
+                RETRY_WINDOW.seconds // 60)) from None
 
     @staticmethod
     def _build_add() -> Any:
@@ -96,19 +100,21 @@ class RecordsMixin(SearchMixin):
 
     def _check_body(self, body: str) -> None:
         if not body.strip():
-            raise UserError("the record text is empty; type what you did after the command")
+            raise UserError(_("the record text is empty; type what you did after the command"))
         if "\x00" in body:
             # SQLite's string functions and Groonga's tokenizer stop at NUL: such text could not be found.
-            raise UserError("the text contains a NUL character (\\0); remove it and send it again")
+            raise UserError(_("the text contains a NUL character (\\0); remove it and send it again"))
         if len(body) > MAX_BODY:
-            raise UserError(f"the record is {len(body):,} characters long; keep it under {MAX_BODY:,}")
+            raise UserError(_("the record is {length} characters long; keep it under {limit}",
+                              length=number(len(body)), limit=number(MAX_BODY)))
         tags = extract_tags(body)
         if len(tags) > MAX_TAGS:
-            raise UserError(f"the text has {len(tags)} different #tags; keep it to {MAX_TAGS}")
+            raise UserError(_("the text has {count} different #tags; keep it to {limit}",
+                              count=number(len(tags)), limit=number(MAX_TAGS)))
         long = next((t for t in tags if len(t) > MAX_TAG), None)
         if long is not None:
-            raise UserError(f"the tag #{long[:20]}… is {len(long)} characters long once lower-cased; "
-                            f"keep tags to {MAX_TAG}")
+            raise UserError(_("the tag #{tag}… is {length} characters long once lower-cased; keep tags to {limit}",
+                              tag=long[:20], length=number(len(long)), limit=number(MAX_TAG)))
 
     def _set_tags(self, conn: Connection, record_id: int, tags: Sequence[str], *, replace: bool) -> None:
         if replace:
@@ -185,8 +191,8 @@ class RecordsMixin(SearchMixin):
                 content.c.id == bindparam("record_id"), visible(viewer.role)))
             row = conn.execute(one, {"record_id": record_id, "viewer_id": viewer.id}).first()
             if row is None:
-                raise NotFound(f"record {record_id} does not exist or you cannot see it; "
-                               "find and list show the ones you can")
+                raise NotFound(_("record {id} does not exist or you cannot see it; find and list show the ones you can",
+                                 id=record_id))
             return self._hydrate(conn, [row], with_revisions=True)[0]
 
     def revisions(self, viewer: User, record_id: int) -> list[Revision]:
@@ -196,7 +202,7 @@ class RecordsMixin(SearchMixin):
             seen = conn.execute(select(content.c.id).where(content.c.id == record_id, visible(viewer.role)),
                                 {"viewer_id": viewer.id}).first()
             if seen is None:
-                raise NotFound(f"record {record_id} does not exist or you cannot see it")
+                raise NotFound(_("record {id} does not exist or you cannot see it", id=record_id))
             rows = conn.execute(
                 select(revision.c.id, revision.c.body, editor.c.username, revision.c.edited_at)
                 .join(editor, editor.c.id == revision.c.edited_by)
@@ -212,14 +218,14 @@ class RecordsMixin(SearchMixin):
         with self.transaction() as conn:
             row = load_visible(conn, actor, record_id)
             if row.body == body:
-                raise Conflict(f"record {record_id} already has exactly that text; nothing changed")
+                raise Conflict(_("record {id} already has exactly that text; nothing changed", id=record_id))
             result = conn.execute(
                 update(content)
                 .where(content.c.id == record_id, content.c.deleted_at.is_(None), editable(actor))
                 .values(body=body, search_text=folded, updated_at=now)
             )
             if result.rowcount != 1:
-                raise Forbidden(f"only the owner of record {record_id} or an admin can edit it")
+                raise Forbidden(_("only the owner of record {id} or an admin can edit it", id=record_id))
             conn.execute(insert(revision).values(record_id=record_id, body=row.body, edited_by=actor.id, edited_at=now))
             self._set_tags(conn, record_id, extract_tags(body), replace=True)
             search.index_text(conn, self.search_backend, record_id, folded)
@@ -238,7 +244,7 @@ class RecordsMixin(SearchMixin):
                 .values(deleted_at=now, deleted_by=actor.id, updated_at=now)
             )
             if result.rowcount != 1:
-                raise Forbidden(f"only the owner of record {record_id} or an admin can delete it")
+                raise Forbidden(_("only the owner of record {id} or an admin can delete it", id=record_id))
             if row.owner_id != actor.id:
                 self._audit(conn, actor, "delete", f"record {record_id}")
 
@@ -252,6 +258,6 @@ class RecordsMixin(SearchMixin):
             if result.rowcount != 1:
                 exists_at_all = conn.execute(select(content.c.id).where(content.c.id == record_id)).first()
                 if exists_at_all:
-                    raise Conflict(f"record {record_id} is not deleted; nothing to restore")
-                raise NotFound(f"record {record_id} does not exist")
+                    raise Conflict(_("record {id} is not deleted; nothing to restore", id=record_id))
+                raise NotFound(_("record {id} does not exist", id=record_id))
             self._audit(conn, actor, "restore", f"record {record_id}")

@@ -20,6 +20,7 @@ from sqlalchemy import (
 )
 
 from bot.errors import NotFound
+from bot.i18n import _
 from bot.store.models import (
     User,
 )
@@ -72,5 +73,6 @@ def load_visible(conn: Connection, actor: User, record_id: int) -> Any:
         .where(content.c.id == record_id, visible(actor.role)), {"viewer_id": actor.id}
     ).first()
     if row is None:
-        raise NotFound(f"record {record_id} does not exist or you cannot see it; find and list show the ones you can")
+        raise NotFound(_("record {id} does not exist or you cannot see it; find and list show the ones you can",
+                         id=record_id))
     return row
