@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from sqlalchemy.engine import make_url
@@ -121,15 +121,35 @@ def cmd_shell(config: Config, user: str, admin: bool, language: str | None) -> i
     return run_shell(config, user, admin=admin)
 
 
+# Moving history in and out: each takes its own options (python -m bot export --help).
+TRANSFER = {
+    "export": ("bot.transfer.dump", "run_export"),
+    "import": ("bot.transfer.dump", "run_import"),
+    "copy": ("bot.transfer.copy", "run_copy"),
+    "import-legacy": ("bot.transfer.legacy", "run_import_legacy"),
+}
+
+
+def cmd_transfer(config: Config, command: str, options: list[str]) -> int:
+    import importlib
+
+    module, function = TRANSFER[command]
+    run: Callable[[Config, list[str]], int] = getattr(importlib.import_module(module), function)
+    return run(config, options)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot", description="recbot: operation records in Mattermost")
     parser.add_argument("--config", help="path of config.yaml (default: $REC_CONFIG, else ./config.yaml)")
-    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "shell", "migrate", "check"])
+    parser.add_argument("command", nargs="?", default="serve",
+                        choices=["serve", "shell", "migrate", "check", *TRANSFER])
     parser.add_argument("--user", default=None, help="shell: act as this username (registered if new)")
     parser.add_argument("--admin", action="store_true", help="shell: the user is an admin")
     parser.add_argument("--lang", default=None, help="shell: answer in this language (en or zh-CN; default: "
                                                       "the config's language)")
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command not in TRANSFER:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
@@ -141,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_migrate(config)
     if args.command == "check":
         return cmd_check(config)
+    if args.command in TRANSFER:
+        return cmd_transfer(config, args.command, rest)
     if args.command == "shell":
         import getpass
 

@@ -28,7 +28,8 @@ def add(ctx: Context, rest: str) -> Reply:
                    tags=" ".join(f"`#{t}`" for t in sorted(found))))
 
 
-def _filter(ctx: Context, args: Args) -> Filter:
+def filter_of(ctx: Context, args: Args) -> Filter:
+    """The Filter that @user, #tag, words, since: and until: describe, dates in the caller's calendar."""
     owner_id = None
     if len(args.users) > 1:
         raise ParseError(_("name at most one @user to search their records"))
@@ -70,7 +71,7 @@ def _listing(ctx: Context, command: str, rest: str, *, words_allowed: bool) -> R
     if words_allowed and not args.words:
         raise ParseError(_("give at least one word to find; to see the newest records use /{trigger} list",
                            trigger=trigger))
-    flt = _filter(ctx, args)
+    flt = filter_of(ctx, args)
     # The search also counts up to ten pages ahead: counting every match of a common word would cost
     # more than the page itself.
     page, page_no = _page(ctx, flt, args, count_up_to=10 * ctx.page_size)

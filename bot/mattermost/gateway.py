@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 CALL_TIMEOUT = 20.0
 PROFILE_TIMEOUT = 2.0
+UPLOAD_TIMEOUT = 600.0  # an export file may be up to Mattermost's 100 MB
 # Written in the config's language when the command is registered (Mattermost shows them to everyone).
 COMMAND_DESCRIPTION = N_("Record, find and share operation records")
 COMMAND_HINT = N_("add <text> | find <words> | list | show <id> | share <id> @user | help")
@@ -46,6 +47,10 @@ def permanent(exc: BaseException) -> bool:
 
 class GatewayError(UserError):
     """Mattermost refused or could not be reached; the message says what to do."""
+
+
+class FileTooLarge(GatewayError):
+    """Mattermost refused an upload over its FileSettings.MaxFileSize (HTTP 413)."""
 
 
 def explain(exc: BaseException, doing: str) -> str:
@@ -306,6 +311,22 @@ class Gateway:
             await self.post(channel, message, file_ids=[await self.upload(channel, filename, data)])
 
         self._call(send(), _("sending the chart"))
+
+    def send_direct_file_from(self, user_id: str, message: str, filename: str, path: str) -> None:
+        """send_direct_file for a file on disk: it is streamed to Mattermost, never read whole."""
+        async def send() -> None:
+            channel = await self.direct_channel(user_id)
+            mime = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+            try:
+                with open(path, "rb") as fh:  # httpx reads it in chunks as it sends, never whole
+                    result = await self.driver.files.upload_file(channel_id=channel, files=(filename, fh, mime))
+            except MattermostError as exc:
+                if exc.status_code == 413:
+                    raise FileTooLarge(_("Mattermost refused the file as too large")) from None
+                raise
+            await self.post(channel, message, file_ids=[result["file_infos"][0]["id"]])
+
+        self._call(send(), _("sending the file"), UPLOAD_TIMEOUT)
 
     # ---- the WebSocket (bot.mattermost.websocket) ------------------------------------------------
 

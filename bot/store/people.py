@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from bot.errors import Conflict, NotFound, UserError
 from bot.i18n import _
 from bot.store.db import MAX_KNOWN_USERS, Db
+from bot.store.legacy import claim_legacy
 from bot.store.models import (
     ROLES,
     User,
@@ -86,8 +87,11 @@ class PeopleMixin(Db):
         created = True
         try:
             with self.transaction() as conn:
-                conn.execute(insert(user).values(
-                    mm_user_id=mm_user_id, username=username, role=role_if_new, created_at=now, updated_at=now))
+                # An imported user of this name not yet bound to an account becomes this account.
+                claimed = claim_legacy(conn, mm_user_id, username, now, self._audit)
+                if claimed is None:
+                    conn.execute(insert(user).values(mm_user_id=mm_user_id, username=username, role=role_if_new,
+                                                     created_at=now, updated_at=now))
         except IntegrityError:
             created = False  # another request registered the same user first; theirs is as good as ours
         found = self.user_by_mm_id(mm_user_id)
