@@ -168,7 +168,10 @@ CREATE TABLE `T_OUTBOX` (
   `post_key` varchar(32) DEFAULT NULL,
   `file_id` varchar(64) DEFAULT NULL,
   `set_aside_at` datetime(6) DEFAULT NULL,
+  `target_user` varchar(64) DEFAULT NULL,
+  `dedup_key` varchar(128) DEFAULT NULL,
   PRIMARY KEY (`id`),
+  UNIQUE KEY `ux_outbox_dedup` (`dedup_key`),
   KEY `ix_outbox_pending` (`host`,`sent_at`,`id`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
@@ -190,4 +193,18 @@ CREATE TABLE `T_LEASE` (
   PRIMARY KEY (`name`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
-INSERT INTO alembic_version (version_num) VALUES ('0006');
+CREATE TABLE `T_DIGEST` (
+  `user_id` bigint(20) NOT NULL,
+  `period` varchar(8) NOT NULL,
+  `tag` varchar(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin DEFAULT NULL,
+  `owner_id` bigint(20) DEFAULT NULL,
+  `zone` varchar(64) NOT NULL,
+  `sent_until` datetime(6) NOT NULL,
+  `created_at` datetime(6) NOT NULL,
+  `updated_at` datetime(6) NOT NULL,
+  PRIMARY KEY (`user_id`),
+  FOREIGN KEY (`user_id`) REFERENCES `T_USER` (`id`),
+  FOREIGN KEY (`owner_id`) REFERENCES `T_USER` (`id`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+INSERT INTO alembic_version (version_num) VALUES ('0007');

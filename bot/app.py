@@ -19,11 +19,13 @@ from bot.alerts.service import Alerts
 from bot.commands import dispatcher as build_dispatcher
 from bot.config import Config
 from bot.context import Reply, Services
+from bot.digests.scheduler import run_with as run_digests
 from bot.dispatch import BUTTON, Dispatcher, Event, Outcome, Result
 from bot.errors import Forbidden, NotFound
 from bot.i18n import N_, _
-from bot.mattermost.direct import DirectMessages
-from bot.mattermost.gateway import Gateway, GatewayError
+from bot.mattermost.dialogs import DIALOG_PATH, DialogDoor
+from bot.mattermost.gateway import Gateway
+from bot.mattermost.session import COMMAND_TOKEN_SETTING, connect_mattermost
 from bot.mattermost.slash import SlashRequest, command_response, response_url_allowed, token_ok
 from bot.metrics import REFUSED_COMMAND, Metrics
 from bot.render import cap, neutralise
@@ -31,7 +33,6 @@ from bot.storage import Storage, make_engine
 
 log = logging.getLogger(__name__)
 
-COMMAND_TOKEN_SETTING = "mattermost.command_token"  # noqa: S105 (a settings key; the token is stored there)
 ANSWER_WITHIN = 2.5  # Mattermost advises 3 s; past this, acknowledge and answer via response_url
 TOKEN_CACHE_SECONDS = 5.0
 LATE_ANSWER_GRACE = 5.0
@@ -221,34 +222,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def _connect_mattermost(app: web.Application) -> None:
-    """Log in (retrying while Mattermost is down; slash commands are served meanwhile), register /rec,
-    then listen for direct messages."""
-    services = app[SERVICES]
-    gateway = services.gateway
-    assert gateway is not None  # started only when one is configured
-    delay = 2.0
-    while True:
-        me = await gateway.start()
-        if me.user_id and me.team_id:
-            break
-        for problem in me.problems:
-            log.warning("mattermost: %s (retrying in %.0f s)", problem, delay)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 120.0)
-    for problem in me.problems:
-        log.warning("mattermost: %s", problem)
-    log.info("connected to Mattermost as @%s", me.username)
-    if app[WORKER] != 0:
-        return  # registration and the direct-message listener are worker 0's, once per bot
-    loop = asyncio.get_running_loop()
-    if services.config.mattermost.register_command:
-        try:
-            what, token = await gateway.register_command()
-            await loop.run_in_executor(app[POOL], services.storage.store_internal, COMMAND_TOKEN_SETTING, token)
-            log.info("/%s command %s", services.config.mattermost.trigger, what)
-        except GatewayError as exc:
-            log.warning("mattermost: %s; serving with mattermost.slash_tokens only", exc)
-    gateway.listen(DirectMessages(services, app[DISPATCHER], gateway, app[POOL], app[METRICS]))
+    await connect_mattermost(app[SERVICES], app[DISPATCHER], app[POOL], app[METRICS], worker=app[WORKER])
 
 
 def pool_size(dialect: str) -> int:
@@ -293,9 +267,10 @@ def build_app(services: Services, dispatcher: Dispatcher | None = None, *, threa
     app.router.add_route("POST", "/mattermost/command", command)
     app.router.add_route("GET", "/mattermost/command", command)
     app.router.add_post("/mattermost/action", action)
+    app.router.add_post(DIALOG_PATH, DialogDoor(services, app[DISPATCHER], app[POOL], app[METRICS]).submitted)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
-
+    run_digests(app, services, worker)  # the digest rounds, in worker 0 when Mattermost is configured
     if services.alerts is not None and worker == 0:
         app[SCHEDULER] = AlertScheduler(services.alerts)
 

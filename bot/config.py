@@ -70,6 +70,11 @@ class AlertsConfig:
 
 
 @dataclass(frozen=True)
+class DigestsConfig:
+    hour: int = 8  # the hour of each subscriber's own day (their timezone) their digest goes out
+
+
+@dataclass(frozen=True)
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -80,6 +85,7 @@ class Config:
     timezone: str = "UTC"  # for users whose Mattermost profile names no zone, and without Mattermost
     records: RecordsConfig = field(default_factory=RecordsConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    digests: DigestsConfig = field(default_factory=DigestsConfig)
     source: str = field(default="(defaults)", compare=False)
 
     @property
@@ -116,6 +122,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "alerts.timezone": (lambda v: v == "" or zone_or_none(v) is not None,
                         "empty (the config's timezone) or an IANA time zone such as Asia/Shanghai"),
     "alerts.paths": (lambda v: all(p.startswith("/") for p in v), "a list of absolute paths"),
+    "digests.hour": (lambda v: 0 <= v <= 23, "an hour of the day from 0 to 23"),
 }
 
 

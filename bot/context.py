@@ -16,6 +16,7 @@ from bot.storage import Storage, User
 
 if TYPE_CHECKING:
     from bot.alerts.service import Alerts
+    from bot.digests.service import Digests
     from bot.dispatch import Command, Event
     from bot.mattermost.gateway import Gateway
 
@@ -38,6 +39,7 @@ class Services:
     gateway: Gateway | None = None  # the Mattermost gateway, when one is configured
     alerts: Alerts | None = None  # the disk alerts, when alerts.channel is configured
     sampler: Sampler = field(default_factory=Sampler)  # reads watched disks with a timeout
+    digests: Digests | None = None  # the digest poster, when Mattermost is configured
 
 
 @dataclass

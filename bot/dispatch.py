@@ -36,6 +36,8 @@ IDENTITY_MAX_AGE = 2.0
 PROFILE_MAX_AGE = timedelta(minutes=5)  # how stale a user's Mattermost locale and timezone may get
 
 SLASH, DIRECT, BUTTON = "slash", "direct", "button"
+MENTION = "mention"  # "@recbot save ..." in a channel's thread
+DIALOG = "dialog"  # the submission of the /rec add dialog
 MEMBER, ADMIN, ANYONE = "member", "admin", "anyone"  # who a route lets through
 
 

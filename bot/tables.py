@@ -191,7 +191,12 @@ outbox = Table(
     Column("post_key", String(32), nullable=True),
     Column("file_id", String(64), nullable=True),
     Column("set_aside_at", Time, nullable=True),
+    # NULL: the alert channel; else the Mattermost user id whose direct-message channel gets the post.
+    Column("target_user", String(64), nullable=True),
+    # What makes a queued post one of a kind (a user's digest of one day): a second queueing fails.
+    Column("dedup_key", String(128), nullable=True),
     Index("ix_outbox_pending", "host", "sent_at", "id"),
+    Index("ux_outbox_dedup", "dedup_key", unique=True),
     **_mysql,
 )
 
@@ -212,5 +217,19 @@ lease = Table(
     Column("holder", String(255), nullable=False),
     Column("expires_at", Time, nullable=False),
     Column("fencing", BigInteger, nullable=False),
+    **_mysql,
+)
+
+digest = Table(
+    "T_DIGEST", metadata,
+    Column("user_id", Id, ForeignKey("T_USER.id"), primary_key=True, autoincrement=False),
+    Column("period", String(8), nullable=False),
+    Column("tag", TagStr, nullable=True),
+    Column("owner_id", Id, ForeignKey("T_USER.id"), nullable=True),
+    Column("zone", String(64), nullable=False),
+    # Records created up to this moment were covered by the last digest (or predate the subscription).
+    Column("sent_until", Time, nullable=False),
+    Column("created_at", Time, nullable=False),
+    Column("updated_at", Time, nullable=False),
     **_mysql,
 )

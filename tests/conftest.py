@@ -97,7 +97,7 @@ async def ops() -> AsyncIterator[Ops]:
 def wipe(storage: Storage) -> None:
     """Empty every table (for property tests that need a clean slate per example)."""
     tables = ["T_ALERT_HEALTH", "T_LEASE", "T_OUTBOX", "T_SAMPLE", "T_ALERT_STATE", "T_FILE", "T_AUDIT",
-              "T_SETTING", "T_REVISION", "T_SHARE", "T_GRANT", "T_TAG", "T_CONTENT", "T_USER"]
+              "T_SETTING", "T_REVISION", "T_SHARE", "T_GRANT", "T_TAG", "T_CONTENT", "T_DIGEST", "T_USER"]
     with engine_of(storage).begin() as conn:
         for name in tables:
             conn.execute(text(f"DELETE FROM {name}"))

@@ -23,7 +23,7 @@ from tests.helpers import all_pages, count_rows, insert_rows, make_user
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL = ("T_USER", "T_CONTENT", "T_TAG", "T_GRANT", "T_SHARE", "T_REVISION", "T_SETTING", "T_AUDIT", "T_FILE",
-       "T_ALERT_STATE", "T_SAMPLE", "T_OUTBOX", "T_ALERT_HEALTH", "T_LEASE")
+       "T_ALERT_STATE", "T_SAMPLE", "T_OUTBOX", "T_ALERT_HEALTH", "T_LEASE", "T_DIGEST")
 BLOB = bytes(range(256)) * 3 + b"\x00\xff"
 
 
@@ -81,6 +81,7 @@ def fill(storage: Storage) -> None:
     storage.grant(admin, li.id, [zhang.id])
     storage.share(zhang, first, [li.id])
     storage.set_setting(admin, "page_size", "7")
+    storage.subscribe_digest(li, "weekly", "部署", zhang.id, "Asia/Shanghai")
     at = datetime(2026, 11, 30, 8, 0, 0, 123456)
     insert_rows(storage, "T_ALERT_STATE", [dict(host="主机-1", path="/Data", kind="space", level="warning",
                 posted_level="warning", last_post_at=at, acknowledged=False, snoozed_until=None, updated_at=at,

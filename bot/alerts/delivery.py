@@ -28,6 +28,7 @@ class Notifier(Protocol):
     """Where alerts go (the Mattermost gateway)."""
 
     async def alert_channel_id(self) -> str: ...
+    async def direct_channel(self, user_id: str) -> str: ...
     async def upload(self, channel_id: str, filename: str, data: bytes) -> str: ...
     async def post_once(self, channel_id: str, message: str, *, key: str, props: dict | None = None,
                         file_ids: list[str] | None = None) -> dict: ...
@@ -71,8 +72,6 @@ class Delivery:
         if self.notifier is None:
             return 0, True
         async with self._lock:
-            if not await self.channel():
-                return 0, True
             return await self._drain(fencing)
 
     async def _drain(self, fencing: int) -> tuple[int, bool]:
@@ -81,7 +80,7 @@ class Delivery:
         while True:
             now = self.clock()
             item = await loop.run_in_executor(None, self.store.next_due, now)
-            if item is None:
+            if item is None or (item.target_user is None and not await self.channel()):
                 return sent, True
             try:
                 if not await loop.run_in_executor(None, self.store.begin_attempt, item.id, self.holder, fencing,
@@ -122,8 +121,10 @@ class Delivery:
         """One attempt at one post; returns Mattermost's post, found or made."""
         notifier = self.notifier
         assert notifier is not None
+        # A post for one user (a digest) goes to their direct channel; Mattermost makes it on first use.
+        channel_id = await notifier.direct_channel(item.target_user) if item.target_user else self.channel_id
         if item.attempts > 0:  # an earlier attempt may have made the post without our seeing it
-            found = await notifier.find_post(self.channel_id, item.key, item.created_at - LOOK_BACK)
+            found = await notifier.find_post(channel_id, item.key, item.created_at - LOOK_BACK)
             if found is not None:
                 return found
         file_ids: list[str] = []
@@ -131,7 +132,7 @@ class Delivery:
             file_id = item.file_id
             if not file_id:
                 try:
-                    file_id = await notifier.upload(self.channel_id, "disk.png", item.chart)
+                    file_id = await notifier.upload(channel_id, "disk.png", item.chart)
                     await asyncio.get_running_loop().run_in_executor(None, self.store.remember_file, item.id, file_id)
                 except Exception as exc:
                     if not notifier.refused_for_good(exc):
@@ -139,4 +140,4 @@ class Delivery:
                     log.warning("alerts: the chart was refused, posting without it: %s", one_line(exc))
             file_ids = [file_id] if file_id else []
         props = self.buttons(item, now) if item.level in PROBLEM_LEVELS and item.kind != "health" else {}
-        return await notifier.post_once(self.channel_id, item.message, key=item.key, props=props, file_ids=file_ids)
+        return await notifier.post_once(channel_id, item.message, key=item.key, props=props, file_ids=file_ids)

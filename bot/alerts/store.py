@@ -58,6 +58,7 @@ class Outgoing:
     file_id: str | None
     created_at: datetime
     last_error: str | None = None
+    target_user: str | None = None  # a Mattermost user id: posted in their direct channel, not the alert channel
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,8 @@ def _state(r: Any) -> PathState:
 def _outgoing(r: Any) -> Outgoing:
     # Rows queued before keys existed get one made of their id, the same on every attempt.
     return Outgoing(r.id, r.path, r.kind, r.level, r.message, r.chart, r.attempts, int(r.episode),
-                    r.post_key or f"recbot-{r.id}", r.file_id, r.created_at.replace(tzinfo=UTC), r.last_error)
+                    r.post_key or f"recbot-{r.id}", r.file_id, r.created_at.replace(tzinfo=UTC), r.last_error,
+                    r.target_user)
 
 
 class LeaseLost(Exception):
@@ -87,10 +89,10 @@ class LeaseLost(Exception):
 
 
 class AlertStore:
-    def __init__(self, storage: Storage, host: str) -> None:
+    def __init__(self, storage: Storage, host: str, lease_name: str = "") -> None:
         self.storage = storage
-        self.host = host
-        self.lease_name = f"alerts:{host}"
+        self.host = host  # the outbox rows this store drains are this host's
+        self.lease_name = lease_name or f"alerts:{host}"
 
     # ---- the lease ----------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bot.commands.capture import is_save, save_linked
 from bot.context import Context, Reply
 from bot.dispatch import DIRECT, Router
 from bot.i18n import N_, _, ngettext
@@ -16,6 +17,8 @@ def save(ctx: Context, rest: str) -> Reply:
     if rest.strip().lower() in ("help", f"/{trigger} help"):
         return Reply(_("Send me a message and I keep it as a record of yours, with any files attached. "
                        "Use /{trigger} in any channel to find, list and share records.", trigger=trigger))
+    if is_save(rest):  # "save <permalink> ...": keep that message, not these words
+        return save_linked(ctx, rest)
     files = tuple(ctx.event.attachments) if ctx.event is not None else ()
     record_id = ctx.storage.add_record(ctx.caller, rest, files)
     if files:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from bot.commands.dialog import body_of, open_form
 from bot.context import Context, Reply
-from bot.dispatch import Router
+from bot.dispatch import DIALOG, Router
 from bot.errors import UserError
 from bot.i18n import N_, _, ngettext, number
 from bot.parse import Args, ParseError, parse_filters, parse_id, split_first
@@ -17,6 +18,9 @@ MAX_WALK = 50  # searches one page:N may run before it gives up
 @router.command("add", N_("<text>"), N_("save a record of what you did; #words are tags"),
                 details=N_("Example: `/rec add restarted nginx on web-01 after the config change #deploy`"))
 def add(ctx: Context, rest: str) -> Reply:
+    form = open_form(ctx) if not rest.strip() else None
+    if form is not None:
+        return form
     record_id, new = ctx.storage.add_record_once(ctx.caller, rest)
     if not new:
         return Reply(_("Already saved as record **#{id}** a moment ago (the same text); no second copy made.",
@@ -26,6 +30,15 @@ def add(ctx: Context, rest: str) -> Reply:
         return Reply(_("Saved record **#{id}**.", id=record_id))
     return Reply(_("Saved record **#{id}**. Tags: {tags}.", id=record_id,
                    tags=" ".join(f"`#{t}`" for t in sorted(found))))
+
+
+@router.event(DIALOG, "add dialog", N_("the /rec add dialog's submission becomes a record"))
+def add_from_dialog(ctx: Context, rest: str) -> Reply:
+    raw_tags = str(ctx.event.context.get("tags") or "") if ctx.event is not None else ""
+    body, errors = body_of(rest, raw_tags)
+    if errors:  # the door answers these per field, as Mattermost's dialog shows them
+        return Reply("", props={"errors": errors})
+    return add(ctx, body)
 
 
 def filter_of(ctx: Context, args: Args) -> Filter:

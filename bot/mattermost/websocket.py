@@ -60,6 +60,18 @@ async def listen_forever(gateway: Gateway, on_post: Callable[[dict, dict], Await
         delay = min(delay * 2, 60.0)
 
 
+def each(*doors: Callable[[dict, dict], Awaitable[None]]) -> Callable[[dict, dict], Awaitable[None]]:
+    """One `posted` handler made of several doors (direct messages, mentions): each sees every post and
+    ignores what is not its own; one door's failure does not keep the post from the next."""
+    async def on_post(post: dict, data: dict) -> None:
+        for door in doors:
+            try:
+                await door(post, data)
+            except Exception:
+                log.exception("%s failed on a posted event", type(door).__name__)
+    return on_post
+
+
 async def _posted(own_id: str, event: dict, on_post: Callable[[dict, dict], Awaitable[None]]) -> None:
     data = event.get("data") or {}
     try:
@@ -72,4 +84,4 @@ async def _posted(own_id: str, event: dict, on_post: Callable[[dict, dict], Awai
     try:
         await on_post(post, data)
     except Exception:
-        log.exception("handling a direct message failed")
+        log.exception("handling a posted event failed")

@@ -7,6 +7,7 @@ the viewer may see it. Nothing outside the store touches the tables.
 
 from __future__ import annotations
 
+from bot.store.digests import DigestsMixin
 from bot.store.exporting import ExportMixin
 from bot.store.legacy import LegacyMixin
 from bot.store.people import PeopleMixin
@@ -14,5 +15,5 @@ from bot.store.records import RecordsMixin
 from bot.store.settings import SettingsMixin
 
 
-class Storage(RecordsMixin, PeopleMixin, SettingsMixin, LegacyMixin, ExportMixin):
+class Storage(RecordsMixin, PeopleMixin, SettingsMixin, LegacyMixin, ExportMixin, DigestsMixin):
     """All database work. Build one per process with `Storage(make_engine(url))`."""

@@ -6,6 +6,7 @@ Safe to re-run after an interruption: it resumes where the target stopped (see b
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 from sqlalchemy import Engine
@@ -78,10 +79,14 @@ def _copy(source_url: str, target_url: str, source: Engine, target: Engine, size
             def step(table: str, n: int) -> None:
                 bar.set_postfix_str(table, refresh=False)
                 bar.update(n)
+            started = time.perf_counter()
             copied = store_copy.copy_tables(source, target, prepared, size, step)
-        _stderr(f"copy: {sum(copied.values())} rows copied into {safe_url(target_url)} "
+            took = time.perf_counter() - started
+        _stderr(f"copy: {sum(copied.values())} rows copied into {safe_url(target_url)} in {took:.1f} s "
                 f"({already} were there already); checking every table")
+        started = time.perf_counter()
         checks = store_copy.verify(source, target)
+        _stderr(f"copy: checked in {time.perf_counter() - started:.1f} s")
     except SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         _stderr(f"copy: stopped: {reason}; fix the cause and run the same command again: it resumes")

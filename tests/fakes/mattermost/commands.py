@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import urllib.parse
 
@@ -209,7 +208,7 @@ class CommandsMixin:
         """model.GenerateTriggerId: (client trigger id, signed trigger id sent to the integration)."""
         client_id = new_id()
         data = f"{client_id}:{user_id}:{self._now_ms()}:"
-        signature = base64.b64encode(os.urandom(64)).decode()
+        signature = self._trigger_signature(data)  # verified by /actions/dialogs/open
         return client_id, base64.b64encode((data + signature).encode()).decode()
 
     def _user_mentions(self, message: str, team_id: str) -> list[tuple[str, str]]:

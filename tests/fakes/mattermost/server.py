@@ -48,6 +48,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from tests.fakes.mattermost.commands import CommandsMixin
+from tests.fakes.mattermost.dialogs import DialogsMixin
 from tests.fakes.mattermost.gojson import (
     _COMMAND_DEFAULTS,
     _DEFAULT_NOTIFY_PROPS,
@@ -64,11 +65,12 @@ from tests.fakes.mattermost.gojson import (
     is_valid_id,
     new_id,
 )
+from tests.fakes.mattermost.posts import PostsMixin
 from tests.fakes.mattermost.rest import RestMixin
 from tests.fakes.mattermost.websocket import WebSocketMixin
 
 
-class FakeMattermost(RestMixin, CommandsMixin, WebSocketMixin):
+class FakeMattermost(RestMixin, CommandsMixin, WebSocketMixin, PostsMixin, DialogsMixin):
     """A Mattermost server in memory. ``await start()``, seed it, point the code under test at it.
 
     State (read it in assertions, mutate it only through the helpers):
@@ -105,6 +107,7 @@ class FakeMattermost(RestMixin, CommandsMixin, WebSocketMixin):
         # Awaited after a post is stored and before it is answered: a test can stall or kill the client there.
         self.on_post_created: Callable[[JSON], Any] | None = None
         self._conns: list[_WsConn] = []
+        self._init_dialogs()
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
 
@@ -338,12 +341,15 @@ class FakeMattermost(RestMixin, CommandsMixin, WebSocketMixin):
         r.add_get(API + "/users/{user_id}", self._get_user)
         r.add_get(API + "/teams/name/{name}", self._team_by_name)
         r.add_get(API + "/teams/{team_id}/channels/name/{name}", self._channel_by_name)
+        r.add_get(API + "/teams/{team_id}/members/{user_id}", self._team_member)
         r.add_get(API + "/teams/{team_id}", self._get_team)
         r.add_post(API + "/channels/direct", self._create_direct)
         r.add_get(API + "/channels/{channel_id}/members/{user_id}", self._channel_member)
         r.add_get(API + "/channels/{channel_id}/posts", self._channel_posts)
         r.add_get(API + "/channels/{channel_id}", self._get_channel)
         r.add_post(API + "/posts/ephemeral", self._create_ephemeral)
+        r.add_post(API + "/actions/dialogs/open", self._open_dialog)
+        r.add_post(API + "/actions/dialogs/submit", self._submit_dialog_handler)
         r.add_post(API + "/posts", self._create_post_handler)
         r.add_post(API + "/posts/{post_id}/actions/{action_id}", self._do_post_action)
         r.add_get(API + "/posts/{post_id}", self._get_post)
