@@ -9,6 +9,7 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,3 +149,20 @@ class InProcessClient(SlashClient):
         assert self.services is not None
         result = (self.dispatcher or build_dispatcher()).handle(self.services, request)
         return 200, reply_json(result.reply)
+
+
+async def serve_here(services: Services, port: int) -> web.AppRunner:
+    """The bot's app on 127.0.0.1:port in the running event loop (where the fake and the gateway live)."""
+    runner = web.AppRunner(build_app(services))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner
+
+
+async def until_connected(services: Services, also: Callable[[], bool] = lambda: True, within: float = 10.0) -> None:
+    """Until the bot's WebSocket is authenticated (and `also` holds, say the command is registered)."""
+    for _ in range(int(within / 0.02)):
+        if services.gateway is not None and services.gateway.connected.is_set() and also():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"the bot did not connect within {within:g} s")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 import pymysql
 import pytest
@@ -53,11 +54,11 @@ def require_mariadb() -> None:
         pytest.skip(f"!!! SKIPPING MariaDB TESTS: {problem}. Start MariaDB to run them.")
 
 
-@pytest.fixture
-def mariadb_url() -> Iterator[str]:
-    """A fresh, empty MariaDB database for one test, dropped afterwards."""
+@contextmanager
+def fresh_mariadb_database(prefix: str = "recbot_test") -> Iterator[str]:
+    """The URL of a new, empty MariaDB database, dropped afterwards."""
     require_mariadb()
-    name = f"recbot_test_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = _admin_connection()
     try:
         with admin.cursor() as cur:
@@ -68,6 +69,13 @@ def mariadb_url() -> Iterator[str]:
         with admin.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
         admin.close()
+
+
+@pytest.fixture
+def mariadb_url() -> Iterator[str]:
+    """A fresh, empty MariaDB database for one test, dropped afterwards."""
+    with fresh_mariadb_database() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])

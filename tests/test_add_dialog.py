@@ -4,7 +4,6 @@ issues trigger ids, opens dialogs and submits them as the server and the webapp 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import re
 from collections.abc import AsyncIterator
@@ -17,14 +16,13 @@ import pytest
 from aiohttp import web
 from multidict import MultiDict
 
-from bot.app import build_app
 from bot.commands import dispatcher
 from bot.config import Config, MattermostConfig, ServerConfig
 from bot.context import Services
 from bot.mattermost.gateway import Gateway
 from bot.mattermost.slash import SlashRequest
 from bot.storage import MAX_BODY, Filter, Storage
-from tests.botserver import free_port
+from tests.botserver import free_port, serve_here, until_connected
 from tests.fakes.mattermost import FakeMattermost
 from tests.fakes.mattermost.gojson import API
 from tests.fakes.mattermost.seed import seed
@@ -68,15 +66,8 @@ async def world(storage: Storage) -> AsyncIterator[World]:
     config = Config(server=ServerConfig(port=port, public_url=f"http://127.0.0.1:{port}"),
                     mattermost=MattermostConfig(url=base, bot_token=seeded.bot["token"], team="ops"))
     services = Services(storage, config, Gateway(config))
-    runner = web.AppRunner(build_app(services))
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    for _ in range(500):
-        if services.gateway is not None and services.gateway.connected.is_set() and fake.commands:
-            break
-        await asyncio.sleep(0.02)
-    else:
-        raise AssertionError("the bot did not connect and register within 10 s")
+    runner = await serve_here(services, port)
+    await until_connected(services, lambda: bool(fake.commands))
     yield World(fake, storage, seeded.users, seeded.channels["town-square"], seeded.bot, runner)
     await runner.cleanup()
     await fake.stop()

@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -27,15 +26,7 @@ from bot.context import Services
 from bot.mattermost.slash import SlashRequest
 from bot.storage import Filter, Storage
 from bot.transfer.legacy import run_import_legacy
-from tests.conftest import (
-    MARIADB_HOST,
-    MARIADB_PASSWORD,
-    MARIADB_PORT,
-    MARIADB_USER,
-    _admin_connection,
-    require_mariadb,
-    wipe,
-)
+from tests.conftest import fresh_mariadb_database, wipe
 from tests.helpers import all_pages, config, count_rows, rows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,18 +64,8 @@ OLD_RECORDS = [  # id, author, text, time
 @pytest.fixture
 def legacy_url() -> Iterator[str]:
     """A fresh MariaDB database for the old page's tables (db_url may already hold the target)."""
-    require_mariadb()
-    name = f"recbot_legacy_{uuid.uuid4().hex[:12]}"
-    admin = _admin_connection()
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
-        pw = f":{MARIADB_PASSWORD}" if MARIADB_PASSWORD else ""
-        yield f"mysql+pymysql://{MARIADB_USER}{pw}@{MARIADB_HOST}:{MARIADB_PORT}/{name}?charset=utf8mb4"
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        admin.close()
+    with fresh_mariadb_database("recbot_legacy") as url:
+        yield url
 
 
 def build_old(url: str, users=OLD_USERS, records=OLD_RECORDS, schema=OLD_SCHEMA) -> None:

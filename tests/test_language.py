@@ -15,18 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
 
 from bot import i18n
-from bot.app import build_app
 from bot.config import Config, MattermostConfig, ServerConfig
 from bot.context import Services
 from bot.mattermost.gateway import Gateway
 from bot.render import POST_LIMIT
 from bot.storage import Storage
-from tests.botserver import SlashClient, free_port
+from tests.botserver import SlashClient, free_port, serve_here
 from tests.fakes.mattermost import FakeMattermost
 from tests.fakes.mattermost.seed import seed
 from tests.helpers import TOKEN
@@ -162,9 +160,7 @@ async def chat(storage: Storage) -> AsyncIterator[Chat]:
     await gateway.start()
     now = [datetime(2026, 12, 1, 9, 0)]
     storage.clock = lambda: now[0]
-    runner = web.AppRunner(build_app(Services(storage, config, gateway)))
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    runner = await serve_here(Services(storage, config, gateway), port)
     client = SlashClient(f"http://127.0.0.1:{port}", TOKEN,
                          users={name: user["id"] for name, user in world.users.items()},
                          channels={"town-square": world.channels["town-square"]["id"]})

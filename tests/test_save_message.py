@@ -13,12 +13,11 @@ from datetime import UTC, datetime
 import pytest
 from aiohttp import web
 
-from bot.app import build_app
 from bot.config import Config, MattermostConfig, ServerConfig
 from bot.context import Services
 from bot.mattermost.gateway import Gateway
 from bot.storage import Filter, Record, Storage
-from tests.botserver import free_port
+from tests.botserver import free_port, serve_here, until_connected
 from tests.fakes.mattermost import JSON, FakeMattermost, new_id
 from tests.fakes.mattermost.seed import seed
 from tests.helpers import rows
@@ -76,15 +75,8 @@ async def world(storage: Storage) -> AsyncIterator[World]:
     config = Config(server=ServerConfig(port=port, public_url=f"http://127.0.0.1:{port}"),
                     mattermost=MattermostConfig(url=base, bot_token=seeded.bot["token"], team="ops"))
     services = Services(storage, config, Gateway(config))
-    runner = web.AppRunner(build_app(services))
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    for _ in range(500):
-        if services.gateway is not None and services.gateway.connected.is_set():
-            break
-        await asyncio.sleep(0.02)
-    else:
-        raise AssertionError("the bot did not connect within 10 s")
+    runner = await serve_here(services, port)
+    await until_connected(services)
     yield World(fake, storage, seeded.bot, seeded.users, seeded.channels, runner)
     await runner.cleanup()
     await fake.stop()

@@ -3,28 +3,16 @@ dispatcher (the `direct message` route saves it as a record), and the reply goes
 
 from __future__ import annotations
 
-import asyncio
 import time
-from concurrent.futures import Executor
 
-from bot.context import Services
-from bot.dispatch import DIRECT, Dispatcher, Event
-from bot.mattermost.gateway import Gateway
+from bot.dispatch import DIRECT, Event
+from bot.mattermost.doors import PostedDoor
 from bot.mattermost.slash import SlashRequest
-from bot.metrics import Metrics
 from bot.storage import Attachment
 
 
-class DirectMessages:
+class DirectMessages(PostedDoor):
     """The WebSocket's `posted` handler: only direct channels with the bot count."""
-
-    def __init__(self, services: Services, dispatcher: Dispatcher, gateway: Gateway, pool: Executor,
-                 metrics: Metrics | None = None) -> None:
-        self.services = services
-        self.dispatcher = dispatcher
-        self.gateway = gateway
-        self.pool = pool
-        self.metrics = metrics
 
     async def __call__(self, post: dict, data: dict) -> None:
         if data.get("channel_type") != "D" or post.get("type"):
@@ -39,8 +27,5 @@ class DirectMessages:
                                           info.get("mime_type", "")))
         event = Event(SlashRequest(user_id=sender, user_name=username, text=post.get("message", "")),
                       source=DIRECT, attachments=tuple(attachments))
-        result = await asyncio.get_running_loop().run_in_executor(
-            self.pool, self.dispatcher.handle, self.services, event)
-        if self.metrics is not None:
-            self.metrics.observe(result.command, result.outcome, time.perf_counter() - started)
+        result = await self.dispatch(event, started)
         await self.gateway.post(post["channel_id"], result.reply.text, root_id=post.get("root_id") or None)

@@ -4,18 +4,14 @@ and `save` becomes an Event for the dispatcher; the answer goes to the asker alo
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
-from concurrent.futures import Executor
 
-from bot.context import Services
-from bot.dispatch import MENTION, Dispatcher, Event
-from bot.mattermost.gateway import Gateway
+from bot.dispatch import MENTION, Event
+from bot.mattermost.doors import PostedDoor
 from bot.mattermost.posts import Posts
 from bot.mattermost.slash import SlashRequest
-from bot.metrics import Metrics
 from bot.render import neutralise
 
 
@@ -35,16 +31,8 @@ def save_words(message: str, bot_name: str) -> str | None:
     return None if found is None else (found.group(1) or "").strip()
 
 
-class Mentions:
+class Mentions(PostedDoor):
     """The WebSocket's `posted` handler for channel posts (direct messages have their own door)."""
-
-    def __init__(self, services: Services, dispatcher: Dispatcher, gateway: Gateway, pool: Executor,
-                 metrics: Metrics | None = None) -> None:
-        self.services = services
-        self.dispatcher = dispatcher
-        self.gateway = gateway
-        self.pool = pool
-        self.metrics = metrics
 
     async def __call__(self, post: dict, data: dict) -> None:
         if data.get("channel_type") == "D" or post.get("type"):
@@ -61,8 +49,5 @@ class Mentions:
                                team_id=data.get("team_id") or "", channel_id=channel_id,
                                channel_name=data.get("channel_name") or "")
         event = Event(request, source=MENTION, context={"post_id": post.get("id", ""), "root_id": root_id})
-        result = await asyncio.get_running_loop().run_in_executor(
-            self.pool, self.dispatcher.handle, self.services, event)
-        if self.metrics is not None:
-            self.metrics.observe(result.command, result.outcome, time.perf_counter() - started)
+        result = await self.dispatch(event, started)
         await Posts(self.gateway).tell(asker, channel_id, neutralise(result.reply.text), root_id)
