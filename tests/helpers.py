@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Table, func, insert, select, update
 
-from bot.config import Config, MattermostConfig
+from bot.config import Config, MattermostConfig, ServerConfig
 from bot.storage import Filter, Storage, User
 from bot.tables import metadata
 
@@ -19,6 +19,15 @@ def config(**changes: object) -> Config:
     """The test bot's config: the test token accepted, ada a config admin."""
     base = Config(mattermost=MattermostConfig(slash_tokens=(TOKEN,)), admins=("ada",))
     return replace(base, **changes)
+
+
+def fake_mattermost_config(base: str, bot_token: str, port: int) -> Config:
+    """The test bot's config against the fake Mattermost at `base`: serving on `port`, the test slash
+    token accepted (the command is not registered), ada a config admin."""
+    return Config(server=ServerConfig(port=port, public_url=f"http://127.0.0.1:{port}"),
+                  mattermost=MattermostConfig(url=base, bot_token=bot_token, team="ops", slash_tokens=(TOKEN,),
+                                              register_command=False),
+                  admins=("ada",))
 
 
 def engine_of(storage: Storage) -> Engine:

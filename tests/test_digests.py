@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 
 from bot.app import build_app
-from bot.config import Config, MattermostConfig, ServerConfig
+from bot.config import Config
 from bot.context import Services
 from bot.digests.schedule import last_due
 from bot.digests.service import LEASE, Digests
@@ -26,7 +26,7 @@ from tests.alerting import Clock
 from tests.botserver import SlashClient, free_port
 from tests.fakes.mattermost import FakeMattermost
 from tests.fakes.mattermost.seed import seed
-from tests.helpers import TOKEN, rows
+from tests.helpers import TOKEN, fake_mattermost_config, rows
 
 SHANGHAI = {"useAutomaticTimezone": "false", "automaticTimezone": "", "manualTimezone": "Asia/Shanghai"}
 NEW_YORK = {"useAutomaticTimezone": "true", "automaticTimezone": "America/New_York", "manualTimezone": ""}
@@ -86,10 +86,7 @@ async def world(storage: Storage, db_url: str) -> AsyncIterator[World]:
     fake.users[made.users["li"]["id"]].update(locale="zh-CN", timezone=SHANGHAI)
     fake.users[made.users["nina"]["id"]]["timezone"] = NEW_YORK
     port = free_port()
-    config = Config(server=ServerConfig(port=port, public_url=f"http://127.0.0.1:{port}"),
-                    mattermost=MattermostConfig(url=base, bot_token=made.bot["token"], team="ops",
-                                                slash_tokens=(TOKEN,), register_command=False),
-                    admins=("ada",))
+    config = fake_mattermost_config(base, made.bot["token"], port)
     gateway = Gateway(config)
     await gateway.start()
     clock = Clock(TUESDAY_NOON)

@@ -19,7 +19,6 @@ from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
 
 from bot import i18n
-from bot.config import Config, MattermostConfig, ServerConfig
 from bot.context import Services
 from bot.mattermost.gateway import Gateway
 from bot.render import POST_LIMIT
@@ -27,7 +26,7 @@ from bot.storage import Storage
 from tests.botserver import SlashClient, free_port, serve_here
 from tests.fakes.mattermost import FakeMattermost
 from tests.fakes.mattermost.seed import seed
-from tests.helpers import TOKEN
+from tests.helpers import TOKEN, fake_mattermost_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG = ROOT / "bot" / "locales" / "zh_CN" / "LC_MESSAGES" / "messages.po"
@@ -152,10 +151,7 @@ async def chat(storage: Storage) -> AsyncIterator[Chat]:
         fake.users[world.users[name]["id"]]["locale"] = "zh-CN"
     fake.users[world.users["wang"]["id"]]["locale"] = "zh-TW"
     port = free_port()
-    config = Config(server=ServerConfig(port=port, public_url=f"http://127.0.0.1:{port}"),
-                    mattermost=MattermostConfig(url=base, bot_token=world.bot["token"], team="ops",
-                                                slash_tokens=(TOKEN,), register_command=False),
-                    admins=("ada",))
+    config = fake_mattermost_config(base, world.bot["token"], port)
     gateway = Gateway(config)
     await gateway.start()
     now = [datetime(2026, 12, 1, 9, 0)]

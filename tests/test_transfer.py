@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -18,7 +17,7 @@ import pytest
 
 from bot import migrate
 from bot.storage import Attachment, Filter, Storage, make_engine
-from tests.conftest import _admin_connection, require_mariadb
+from tests.conftest import fresh_mariadb_database
 from tests.helpers import all_pages, count_rows, insert_rows, make_user
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,22 +32,6 @@ def bot(url: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
-@contextmanager
-def extra_mariadb() -> Iterator[str]:
-    """One more fresh MariaDB database (the mariadb_url fixture gives one per test)."""
-    require_mariadb()
-    name = f"recbot_test_{uuid.uuid4().hex[:12]}"
-    admin = _admin_connection()
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
-        yield f"mysql+pymysql://root@127.0.0.1:3306/{name}?charset=utf8mb4"
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        admin.close()
-
-
 @pytest.fixture(params=["same", "other"])
 def other_url(request: pytest.FixtureRequest, db_url: str, tmp_path: Path) -> Iterator[str]:
     """An empty database of the same backend as db_url, or of the other one."""
@@ -56,7 +39,7 @@ def other_url(request: pytest.FixtureRequest, db_url: str, tmp_path: Path) -> It
     if not to_mariadb:
         yield f"sqlite:///{tmp_path / 'other.db'}"
         return
-    with extra_mariadb() as url:
+    with fresh_mariadb_database() as url:
         yield url
 
 
@@ -213,7 +196,7 @@ def test_a_cut_damaged_foreign_or_newer_file_is_refused_in_one_line_and_nothing_
 def test_copy_to_the_other_backend_matches_counts_and_checksums_and_a_rerun_copies_nothing(
         storage: Storage, db_url: str, tmp_path: Path) -> None:
     fill(storage)
-    with (extra_mariadb() if db_url.startswith("sqlite") else _sqlite(tmp_path)) as target:
+    with (fresh_mariadb_database() if db_url.startswith("sqlite") else _sqlite(tmp_path)) as target:
         done = bot(db_url, "copy", "--to", target, cwd=tmp_path)
         assert done.returncode == 0, done.stderr + done.stdout
         table = [line.split() for line in done.stdout.splitlines()[1:] if line.startswith("T_")]
