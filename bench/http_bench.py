@@ -49,7 +49,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 REPO = Path(__file__).resolve().parent.parent
 WRK_SCRIPT = Path(__file__).resolve().parent / "wrk" / "slash.lua"
@@ -214,7 +214,7 @@ def seed(url: str, records: int, owners: int, log: Any) -> str:
             people += [{"mm_user_id": mm, "username": name, "role": role, "created_at": start, "updated_at": start}
                        for (mm, name), role in ((MEMBER, "member"), (ADMIN, "admin"))]
             conn.execute(insert(user), people)
-            ids = dict(conn.execute(select(user.c.username, user.c.id)).all())  # type: ignore[arg-type]
+            ids = dict(conn.execute(select(user.c.username, user.c.id)).tuples().all())
             owner_ids = [ids[f"owner{i:03d}"] for i in range(owners)]
             member_id, admin_id = ids[MEMBER[1]], ids[ADMIN[1]]
             step = max(1, owners // GRANTED)
@@ -245,26 +245,26 @@ def mariadb_server_url(args: argparse.Namespace) -> str:
     return args.mariadb_url.rstrip("/")
 
 
-def create_mariadb(args: argparse.Namespace) -> str:
+def create_mariadb(args: argparse.Namespace, database: str = MARIADB_DB) -> str:
     from sqlalchemy import create_engine
 
     server = create_engine(mariadb_server_url(args), isolation_level="AUTOCOMMIT")
     try:
         with server.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{MARIADB_DB}`")
-            conn.exec_driver_sql(f"CREATE DATABASE `{MARIADB_DB}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{database}`")
+            conn.exec_driver_sql(f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
     finally:
         server.dispose()
-    return f"{mariadb_server_url(args)}/{MARIADB_DB}?charset=utf8mb4"
+    return f"{mariadb_server_url(args)}/{database}?charset=utf8mb4"
 
 
-def drop_mariadb(args: argparse.Namespace) -> None:
+def drop_mariadb(args: argparse.Namespace, database: str = MARIADB_DB) -> None:
     from sqlalchemy import create_engine
 
     server = create_engine(mariadb_server_url(args), isolation_level="AUTOCOMMIT")
     try:
         with server.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{MARIADB_DB}`")
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{database}`")
     finally:
         server.dispose()
 
@@ -651,12 +651,15 @@ def start_bot(children: Children, url: str, workdir: Path, backend: str, process
     return server
 
 
-def start_bare(children: Children, workdir: Path, processes: int) -> Server:
+def start_bare(children: Children, workdir: Path, processes: int, *, module: str = "bench.http_bench",
+               name: str = "bare aiohttp", log_name: str = "bare.log", env: dict[str, str] | None = None,
+               extra: Sequence[str] = ()) -> Server:
+    """A bare handler in its own process: `python -m MODULE --bare-server PORT --workers N EXTRA...`."""
     port = free_port()
-    log = workdir / "bare.log"
-    proc = children.start([sys.executable, "-m", "bench.http_bench", "--bare-server", str(port),
-                           "--workers", str(processes)], log=log)
-    server = Server("bare aiohttp", f"http://127.0.0.1:{port}", proc, log)
+    log = workdir / log_name
+    proc = children.start([sys.executable, "-m", module, "--bare-server", str(port), "--workers", str(processes),
+                           *extra], env=env, log=log)
+    server = Server(name, f"http://127.0.0.1:{port}", proc, log)
     wait_healthy(server.base, proc, log)
     return server
 
@@ -681,11 +684,12 @@ class Report:
     rows: list[Row] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
-    HEAD = ("backend", "command", "concurrency", "req/s", "p50 ms", "p99 ms", "bare req/s", "ratio",
-            "bot CPU %", "bot CPU ms/req", "load CPU %", "db CPU %", "other CPU %", "failed")
+    HEAD: ClassVar[tuple[str, ...]] = (
+        "backend", "command", "concurrency", "req/s", "p50 ms", "p99 ms", "bare req/s", "ratio",
+        "bot CPU %", "bot CPU ms/req", "load CPU %", "db CPU %", "other CPU %", "failed")
 
     def cells(self) -> list[tuple[str, ...]]:
-        out = []
+        out: list[tuple[str, ...]] = []
         for r in self.rows:
             out.append((r.backend, r.command, str(r.concurrency), f"{r.load.rps:,.0f}", f"{r.load.p50_ms:.2f}",
                         f"{r.load.p99_ms:.2f}", f"{r.bare.rps:,.0f}" if r.bare else "-",

@@ -7,6 +7,7 @@ line and exit non-zero instead of a traceback.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
@@ -59,6 +60,7 @@ class RecordsConfig:
 @dataclass(frozen=True)
 class AlertsConfig:
     channel: str = ""
+    host: str = ""  # the name this host's disks are reported under, one poster lease each; empty: the host name
     language: str = ""  # the language alert posts are written in; empty: the config's language
     timezone: str = ""  # the zone alert posts show times in; empty: the config's timezone
     interval_seconds: int = 60
@@ -87,6 +89,11 @@ class Config:
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     digests: DigestsConfig = field(default_factory=DigestsConfig)
     source: str = field(default="(defaults)", compare=False)
+
+    @property
+    def alerts_host(self) -> str:
+        """The name this host's disks are reported under: alerts.host, else the machine's host name."""
+        return self.alerts.host or socket.gethostname()
 
     @property
     def newcomer_role(self) -> str:
@@ -121,6 +128,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "timezone": (lambda v: zone_or_none(v) is not None, "an IANA time zone such as UTC or Asia/Shanghai"),
     "alerts.timezone": (lambda v: v == "" or zone_or_none(v) is not None,
                         "empty (the config's timezone) or an IANA time zone such as Asia/Shanghai"),
+    "alerts.host": (lambda v: len(v) <= 64 and not any(c.isspace() or c == ":" for c in v),
+                    "empty (the machine's host name) or a name of at most 64 characters without spaces or ':'"),
     "alerts.paths": (lambda v: all(p.startswith("/") for p in v), "a list of absolute paths"),
     "digests.hour": (lambda v: 0 <= v <= 23, "an hour of the day from 0 to 23"),
 }

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from bot.alerts.sampler import Sampler
 from bot.config import Config, zone_or_none
+from bot.duties import new_holder, now_utc
 from bot.errors import NotFound
 from bot.i18n import _
 from bot.mattermost.slash import SlashRequest
@@ -40,6 +42,8 @@ class Services:
     alerts: Alerts | None = None  # the disk alerts, when alerts.channel is configured
     sampler: Sampler = field(default_factory=Sampler)  # reads watched disks with a timeout
     digests: Digests | None = None  # the digest poster, when Mattermost is configured
+    holder: str = field(default_factory=new_holder)  # this process's name in the once-per-bot lease
+    clock: Callable[[], datetime] = now_utc  # what the once-per-bot lease reads the time from
 
 
 @dataclass

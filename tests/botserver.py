@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -166,3 +172,63 @@ async def until_connected(services: Services, also: Callable[[], bool] = lambda:
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"the bot did not connect within {within:g} s")
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def health(port: int) -> dict | None:
+    """/healthz on a new connection, so the kernel picks the worker afresh."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+            return json.loads(resp.read())
+    except OSError:
+        return None
+
+
+def children_of(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(x) for x in path.read_text().split()] if path.exists() else []
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+class Serving:
+    """`python -m bot serve` with REC_* settings, its log in a file, stopped with SIGTERM."""
+
+    def __init__(self, tmp_path: Path, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.log = tmp_path / "serve.log"
+        full = {**os.environ, "REC_CONFIG": str(ROOT / "config.yaml"), "PYTHONPATH": str(ROOT),
+                "REC_SERVER__PORT": str(self.port), "REC_SERVER__PUBLIC_URL": f"http://127.0.0.1:{self.port}",
+                **env}
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "bot", "serve"], cwd=tmp_path, env=full,
+                                         stdout=out, stderr=subprocess.STDOUT)
+
+    def workers_seen(self, want: int, tries: int = 300) -> set[int]:
+        seen: set[int] = set()
+        deadline = time.monotonic() + 60
+        while len(seen) < want and tries and time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()
+            body = health(self.port)
+            if body is None:
+                time.sleep(0.1)
+                continue
+            seen.add(body["worker"])
+            tries -= 1
+        return seen
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(30)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")

@@ -19,7 +19,8 @@ from bot.app import build_app
 from bot.config import Config
 from bot.context import Services
 from bot.digests.schedule import last_due
-from bot.digests.service import LEASE, Digests
+from bot.digests.service import Digests
+from bot.duties import LEASE
 from bot.mattermost.gateway import Gateway
 from bot.storage import Storage, make_engine
 from tests.alerting import Clock
@@ -92,7 +93,7 @@ async def world(storage: Storage, db_url: str) -> AsyncIterator[World]:
     clock = Clock(TUESDAY_NOON)
     storage.clock = lambda: clock.now.replace(tzinfo=None)
     digests = Digests(storage, config, gateway, holder="p1", clock=clock)
-    runner = web.AppRunner(build_app(Services(storage, config, gateway, digests=digests)))
+    runner = web.AppRunner(build_app(Services(storage, config, gateway, digests=digests, holder="p1", clock=clock)))
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     client = SlashClient(f"http://127.0.0.1:{port}", TOKEN, users={n: u["id"] for n, u in made.users.items()},

@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import secrets
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -24,6 +22,7 @@ from bot.alerts.sampler import Sampler
 from bot.alerts.store import AlertStore, Health, LeaseLost, Outgoing
 from bot.alerts.text import LEVEL_WORDS, chart_title, plain
 from bot.config import Config, zone_or_none
+from bot.duties import new_holder
 from bot.errors import Forbidden, UserError
 from bot.i18n import _, ngettext, number, speaking, when
 from bot.metrics import Metrics
@@ -54,14 +53,15 @@ class Alerts:
     storage: Storage
     config: Config
     gateway: Notifier | None = None
-    host: str = field(default_factory=socket.gethostname)
-    holder: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}")
+    host: str = ""  # empty: config.alerts_host (alerts.host, else the machine's host name)
+    holder: str = field(default_factory=new_holder)
     clock: Callable[[], datetime] = now_utc
     sampler: Sampler = field(default_factory=Sampler)
     channel_id: str = ""
     metrics: Metrics | None = None
 
     def __post_init__(self) -> None:
+        self.host = self.host or self.config.alerts_host
         self.store = AlertStore(self.storage, self.host)
         self.fencing: int | None = None
         self._secret: str | None = None

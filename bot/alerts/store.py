@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.alerts.model import AlertMessage, PathState, Sample
 from bot.storage import Storage
+from bot.store.retry import retried
 from bot.tables import alert_health, alert_state, lease, outbox, sample
 
 SAMPLE_KEEP = timedelta(hours=25)
@@ -96,6 +97,7 @@ class AlertStore:
 
     # ---- the lease ----------------------------------------------------------------------------
 
+    @retried
     def acquire(self, holder: str, now: datetime, duration: timedelta) -> int | None:
         """Take or renew the lease; returns its fencing counter, or None while another holds it."""
         now_n, until = _naive(now), _naive(now + duration)
@@ -124,6 +126,7 @@ class AlertStore:
         if held is None:
             raise LeaseLost(f"the alert lease for {self.host} moved to another process")
 
+    @retried
     def release(self, holder: str) -> None:
         """Give the lease up at a clean stop, so a survivor takes over at once."""
         with self.storage.transaction() as conn:
@@ -156,6 +159,7 @@ class AlertStore:
             out[r.path].append((_utc(r.at), r.used_percent))
         return out
 
+    @retried
     def commit_check(self, holder: str, fencing: int, samples: Sequence[Sample],
                      states: dict[tuple[str, str], PathState],
                      messages: Sequence[tuple[AlertMessage, str, bytes | None]], now: datetime) -> None:
@@ -186,6 +190,7 @@ class AlertStore:
                     post_key=new_post_key()))
             conn.execute(delete(sample).where(sample.c.host == self.host, sample.c.at < _naive(now - SAMPLE_KEEP)))
 
+    @retried
     def update_state(self, path: str, kind: str, change: Callable[[PathState], PathState],
                      now: datetime) -> PathState | None:
         """Apply `change(state) -> state` (acknowledge, snooze) to one stored state; None if unknown."""
@@ -215,6 +220,7 @@ class AlertStore:
             return None
         return _outgoing(row)
 
+    @retried
     def begin_attempt(self, item_id: int, holder: str, fencing: int, retry_at: datetime) -> bool:
         """Count an attempt before it is made, while the lease is provably ours.
 
@@ -227,21 +233,25 @@ class AlertStore:
                                 .values(attempts=outbox.c.attempts + 1, next_attempt_at=_naive(retry_at)))
             return done.rowcount == 1
 
+    @retried
     def remember_file(self, item_id: int, file_id: str) -> None:
         """The chart uploaded for this post, so a retry attaches it instead of uploading it again."""
         with self.storage.transaction() as conn:
             conn.execute(update(outbox).where(outbox.c.id == item_id).values(file_id=file_id))
 
+    @retried
     def mark_sent(self, item_id: int, post_id: str, now: datetime) -> None:
         with self.storage.transaction() as conn:
             conn.execute(update(outbox).where(outbox.c.id == item_id)
                          .values(sent_at=_naive(now), post_id=post_id, chart=None, last_error=None))
 
+    @retried
     def mark_failed(self, item_id: int, error: str, retry_at: datetime) -> None:
         with self.storage.transaction() as conn:
             conn.execute(update(outbox).where(outbox.c.id == item_id)
                          .values(next_attempt_at=_naive(retry_at), last_error=error[:2000]))
 
+    @retried
     def set_aside(self, item_id: int, error: str, now: datetime) -> None:
         """Mattermost refused this post for good: keep it, with why, out of the way of later posts."""
         with self.storage.transaction() as conn:
@@ -255,6 +265,7 @@ class AlertStore:
                 .order_by(outbox.c.id)).all()
         return [_outgoing(r) for r in rows]
 
+    @retried
     def requeue_set_aside(self, now: datetime) -> int:
         """Give every set-aside post another try (at start-up, and by `admin alerts retry`)."""
         with self.storage.transaction() as conn:
@@ -277,10 +288,12 @@ class AlertStore:
         return Health(_utc(r.last_check_at), _aware(r.last_ok_at), r.last_error,
                       r.failures, bool(r.failing_posted))
 
+    @retried
     def save_health(self, health: Health) -> None:
         with self.storage.transaction() as conn:
             self._save_health(conn, health)
 
+    @retried
     def record_ok(self, health: Health, notice: str | None) -> None:
         """A good check; with `notice`, queue it ("alerts work again") in the same transaction, so it
         is queued exactly once however often this is retried."""

@@ -52,7 +52,8 @@ def run_with(app: web.Application, services: Services, worker: int) -> None:
     runs the digest rounds from the app's start to its stop (the stop gives the lease up)."""
     if services.gateway is None or worker != 0:
         return
-    scheduler = DigestScheduler(services.digests or Digests(services.storage, services.config, services.gateway))
+    scheduler = DigestScheduler(services.digests or Digests(services.storage, services.config, services.gateway,
+                                                          holder=services.holder))
 
     async def start(_app: web.Application) -> None:
         await scheduler.start()

@@ -2,19 +2,16 @@
 
 Digests share the alert outbox and its exactly-once delivery (bot.alerts.delivery), in an outbox
 partition of their own (DIGEST_HOST), so a digest that cannot go out never holds an alert up, and
-under a lease of their own: once per bot, whichever host holds it.
+under the once-per-bot lease (bot.duties): on the host that also listens for direct messages.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import secrets
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -23,6 +20,9 @@ from bot.alerts.store import AlertStore
 from bot.config import Config, zone_or_none
 from bot.digests.schedule import last_due
 from bot.digests.text import SHOWN, digest_text, filter_words, rest_command
+from bot.duties import LEASE as DUTY_LEASE
+from bot.duties import LEASE_NAME as DUTY_LEASE_NAME
+from bot.duties import new_holder
 from bot.i18n import language_of, speaking
 from bot.storage import Filter, Record, Storage, User
 from bot.store.digests import QueuedDigest, Subscription
@@ -33,9 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("bot.digests")
 
 DIGEST_HOST = "*digests"  # the outbox partition of digests: no host is called that
-LEASE_NAME = "digests"
 INTERVAL_SECONDS = 60
-LEASE = timedelta(seconds=3 * INTERVAL_SECONDS)
 COUNT_UP_TO = 500  # new records counted for a digest's header; past it, "more than"
 PAGE = 100
 
@@ -53,11 +51,11 @@ class Digests:
     storage: Storage
     config: Config
     gateway: Gateway | None = None
-    holder: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}")
+    holder: str = field(default_factory=new_holder)
     clock: Callable[[], datetime] = now_utc
 
     def __post_init__(self) -> None:
-        self.store = AlertStore(self.storage, DIGEST_HOST, lease_name=LEASE_NAME)
+        self.store = AlertStore(self.storage, DIGEST_HOST, lease_name=DUTY_LEASE_NAME)
         self.fencing: int | None = None
         self.delivery = Delivery(self.store, self.gateway, self.holder, self.clock, _no_buttons, _not_counted)
 
@@ -66,7 +64,7 @@ class Digests:
         queued. Returns how many digests this round queued."""
         loop = asyncio.get_running_loop()
         now = self.clock()
-        self.fencing = await loop.run_in_executor(None, self.store.acquire, self.holder, now, LEASE)
+        self.fencing = await loop.run_in_executor(None, self.store.acquire, self.holder, now, DUTY_LEASE)
         if self.fencing is None:
             return 0
         queued = await loop.run_in_executor(None, self.queue_due, now)

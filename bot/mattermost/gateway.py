@@ -335,9 +335,14 @@ class Gateway:
         self._listener = asyncio.create_task(listen_forever(self, on_post))
         return self._listener
 
-    async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
+    async def stop_listening(self) -> None:
+        """Stop the listener task (another host does the listening now, or the bot stops)."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._listener
+                await listener
+
+    async def close(self) -> None:
+        await self.stop_listening()
         await self.driver.client.close()

@@ -12,7 +12,8 @@ record's folded text, so whichever plan runs, the result equals plain substring 
 - MariaDB with Mroonga: a bigram full-text table beside T_CONTENT. Its cost grows with the number of
   matches, so the newest records are scanned first (common words fill a page there); for the older
   ones Mroonga's candidates are joined when few, else the scan goes on.
-- Otherwise: a newest-first scan with LOCATE/instr on the folded text, in id ranges, bounded in time.
+- Otherwise (and on a Galera cluster, which does not replicate Mroonga tables): a newest-first scan
+  with LOCATE/instr on the folded text, in id ranges, bounded in time.
 """
 
 from __future__ import annotations
@@ -173,12 +174,23 @@ def detect_backend(engine: Engine) -> str:
     if engine.dialect.name == "sqlite":
         return "sqlite-fts5"
     with engine.connect() as conn:
+        if on_galera(conn):
+            return "like"
         exists = conn.execute(
             text("SELECT COUNT(*) FROM information_schema.tables "
                  "WHERE table_schema = DATABASE() AND table_name = :t AND engine = 'Mroonga'"),
             {"t": MROONGA_TABLE},
         ).scalar_one()
     return "mroonga" if exists else "like"
+
+
+def on_galera(conn: Connection) -> bool:
+    """Whether this server is a Galera node. Galera replicates InnoDB rows only: a Mroonga table
+    would hold, on each node, just the records written through that node, and a search would find
+    different records depending on the node it reached. A Galera cluster searches T_CONTENT itself
+    (the LOCATE scan), which every node has whole."""
+    row = conn.execute(text("SHOW VARIABLES LIKE 'wsrep_on'")).first()
+    return bool(row and str(row[1]).upper() == "ON")
 
 
 def mroonga_available(conn: Connection) -> bool:
@@ -194,7 +206,7 @@ def ensure_mroonga(engine: Engine) -> str:
     if engine.dialect.name == "sqlite":
         return "sqlite-fts5"
     with engine.begin() as conn:
-        if not mroonga_available(conn):
+        if not mroonga_available(conn) or on_galera(conn):
             return "like"
         conn.execute(text(
             f"CREATE TABLE IF NOT EXISTS {MROONGA_TABLE} ("

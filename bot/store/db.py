@@ -22,6 +22,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from bot import search
 from bot.errors import Forbidden
@@ -30,6 +31,7 @@ from bot.store.models import (
     User,
     utcnow,
 )
+from bot.store.retry import NOT_SENT, mysql_code, open_transactions, retried
 from bot.tables import audit, setting, user
 
 try:
@@ -73,8 +75,30 @@ def make_engine(url: str, timeout: float | None = None) -> Engine:
     # a serving thread (and /healthz) for good.
     limits = {"connect_timeout": max(1, round(timeout)), "read_timeout": timeout, "write_timeout": timeout} \
         if timeout else {}
-    return create_engine(url, pool_pre_ping=True, pool_recycle=3600, pool_size=10, max_overflow=20,
-                         pool_timeout=timeout or 30, connect_args=limits, hide_parameters=True)
+    engine = create_engine(url, pool_pre_ping=True, pool_recycle=3600, pool_size=10, max_overflow=20,
+                           pool_timeout=timeout or 30, connect_args=limits, hide_parameters=True)
+
+    @event.listens_for(engine, "connect")
+    def _on_mysql_connect(dbapi_conn: Any, _record: Any) -> None:
+        # On Galera, a node applies other nodes' commits a moment after they return there: without
+        # this, host B could answer "no such record" right after host A saved it. With it, each read
+        # first waits until this node has applied every commit the cluster had when the read began.
+        cur = dbapi_conn.cursor()
+        cur.execute("SHOW VARIABLES LIKE 'wsrep_on'")
+        row = cur.fetchone()
+        if row and str(row[1]).upper() == "ON":
+            cur.execute("SET SESSION wsrep_sync_wait = 1")
+        cur.close()
+
+    return engine
+
+
+def _drop_if_unusable(conn: Connection, exc: DBAPIError) -> None:
+    """A connection to a node that left the cluster's primary component answers every statement with
+    1047, and a ping does not notice: drop it, so the next checkout connects (through HAProxy) to a
+    node that serves."""
+    if mysql_code(exc) in NOT_SENT and not conn.invalidated:
+        conn.invalidate()
 
 
 class _WriteTurn:
@@ -146,14 +170,32 @@ class Db:
 
         On SQLite, writers first wait their turn in _WriteTurn rather than in SQLite's busy handler.
         """
-        with self._write_turn(), self._writer.begin() as conn:
-            yield conn
+        committing = False
+        open_transactions.depth += 1
+        try:
+            with self._write_turn(), self._writer.begin() as conn:
+                try:
+                    yield conn
+                except DBAPIError as exc:
+                    _drop_if_unusable(conn, exc)
+                    raise
+                committing = True
+        except DBAPIError as exc:
+            # After COMMIT was sent, a lost answer may hide a write that happened: not one to retry.
+            exc.recbot_at_commit = committing  # type: ignore[attr-defined]  # read by bot.store.retry
+            raise
+        finally:
+            open_transactions.depth -= 1
 
     @contextmanager
     def connection(self) -> Any:
         """A connection for reads."""
         with self._engine.connect() as conn:
-            yield conn
+            try:
+                yield conn
+            except DBAPIError as exc:
+                _drop_if_unusable(conn, exc)
+                raise
 
     def _insert_ignore(self, table: Any) -> Any:
         return insert(table).prefix_with("OR IGNORE", dialect="sqlite").prefix_with(
@@ -163,6 +205,7 @@ class Db:
         with self.connection() as conn:
             conn.execute(text("SELECT 1"))
 
+    @retried
     def probe(self) -> None:
         """A read and a small write: a database that answers reads but refuses writes (a full disk,
         a read-only replica) cannot keep what users add, so /healthz must not call it healthy."""

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.store.db import Db
 from bot.store.models import User, user_from_row
+from bot.store.retry import retried
 from bot.tables import digest, outbox, user
 
 PERIODS = ("daily", "weekly")
@@ -61,6 +62,7 @@ class DigestsMixin(Db):
             row = conn.execute(self._digest_select().where(digest.c.user_id == subscriber.id)).first()
         return _subscription(row) if row else None
 
+    @retried
     def subscribe_digest(self, subscriber: User, period: str, tag: str | None, owner_id: int | None,
                          zone: str) -> Subscription:
         """Subscribe, replacing any earlier subscription. A replaced one keeps its mark, so no record
@@ -82,6 +84,7 @@ class DigestsMixin(Db):
         assert found is not None
         return found
 
+    @retried
     def unsubscribe_digest(self, subscriber: User) -> bool:
         """Remove the subscription; False when there was none."""
         with self.transaction() as conn:
@@ -97,10 +100,12 @@ class DigestsMixin(Db):
                 if ids else {}
         return [(s, people[s.user_id]) for s in subs if s.user_id in people]
 
+    @retried
     def refresh_digest_zone(self, user_id: int, zone: str) -> None:
         with self.transaction() as conn:
             conn.execute(update(digest).where(digest.c.user_id == user_id).values(zone=zone[:64]))
 
+    @retried
     def queue_digest(self, sub: Subscription, until: datetime, queued: QueuedDigest | None) -> bool:
         """Move the mark from `sub.sent_until` to `until` and, with `queued`, put the digest in the
         outbox, all or nothing. False when another process (or an unsubscribe) got there first."""

@@ -24,6 +24,7 @@ from sqlalchemy import Connection, func, insert, select, update
 from bot import search
 from bot.store.db import Db
 from bot.store.models import MAX_BODY, MAX_TAG, MAX_TAGS, User, extract_tags, user_from_row
+from bot.store.retry import retried
 from bot.tables import content, grant, setting, tag, user
 
 LEGACY_PREFIX = "legacy:"
@@ -115,6 +116,7 @@ class LegacyMixin(Db):
                                 .where(setting.c.name.startswith(MARKER_PREFIX, autoescape=True))).all()
         return {int(r.name[len(MARKER_PREFIX):]): Marker.load(r.value) for r in rows}
 
+    @retried
     def import_legacy_user(self, person: LegacyPerson, records: Iterable[LegacyRecord],
                            viewers: Sequence[int]) -> LegacyOutcome:
         """One old user with their records and grants, in one transaction.
@@ -224,6 +226,7 @@ class LegacyMixin(Db):
                 them.sees.append(person.legacy_id)
                 self._save_marker(conn, viewer, them)
 
+    @retried
     def import_legacy_settings(self, values: Mapping[str, str],
                                judge: Callable[[dict[str, str], str, str], str]) -> dict[str, str]:
         """Old settings recbot also has, where recbot has no stored value yet; `judge(stored, key, raw)`

@@ -27,6 +27,7 @@ from bot.store.models import (
     User,
     user_from_row,
 )
+from bot.store.retry import retried
 from bot.store.visibility import load_visible, visible
 from bot.tables import content, grant, setting, share, user
 
@@ -74,6 +75,7 @@ class PeopleMixin(Db):
         self._known_users[mm_user_id] = (time.monotonic(), found)
         return found, created
 
+    @retried
     def _ensure_user(self, mm_user_id: str, username: str, role_if_new: str) -> tuple[User, bool]:
         now = self.clock()
         existing = self.user_by_mm_id(mm_user_id)
@@ -98,6 +100,7 @@ class PeopleMixin(Db):
         assert found is not None
         return found, created
 
+    @retried
     def set_role(self, actor: User, target_id: int, role: str) -> User:
         if role not in ROLES:
             raise UserError(_("'{role}' is not a role; use admin, member or disabled", role=role))
@@ -117,6 +120,7 @@ class PeopleMixin(Db):
         assert found is not None
         return found
 
+    @retried
     def promote_listed_admin(self, target: User, name: str) -> User:
         """Make a newly registered account named in config `admins` an admin, once per listed name.
 
@@ -138,6 +142,7 @@ class PeopleMixin(Db):
         self._settings_cache = None
         return self.user_by_id(target.id) or target
 
+    @retried
     def promote(self, target: User, why: str) -> User:
         """Make a user admin outside a command (the local shell's --admin): one audited call, the
         same one config admins go through, so the user cache and the audit log always see it."""
@@ -152,6 +157,7 @@ class PeopleMixin(Db):
         if changed:
             self._audit(conn, None, "role", f"@{target.username}: {target.role} -> admin ({why})")
 
+    @retried
     def save_profile(self, target: User, locale: str, timezone: str) -> User:
         """What Mattermost says of the user's locale and timezone, with when it said it."""
         now = self.clock()
@@ -173,6 +179,7 @@ class PeopleMixin(Db):
             ).all()
         return [(user_from_row(r), int(r.n)) for r in rows]
 
+    @retried
     def grant(self, actor: User, viewer_id: int, owner_ids: Sequence[int]) -> int:
         """Let the viewer see every record of each owner; returns how many grants were new."""
         now = self.clock()
@@ -189,6 +196,7 @@ class PeopleMixin(Db):
                         f"@{names[viewer_id]} may see " + ", ".join(f"@{names[o]}" for o in owner_ids))
         return new
 
+    @retried
     def revoke(self, actor: User, viewer_id: int, owner_ids: Sequence[int]) -> int:
         """Take grants back; returns how many existed."""
         with self.transaction() as conn:
@@ -214,6 +222,7 @@ class PeopleMixin(Db):
                                 .where(grant.c.owner_id == user_id).order_by(user.c.username)).all()
         return [user_from_row(r) for r in sees], [user_from_row(r) for r in seen]
 
+    @retried
     def share(self, actor: User, record_id: int, user_ids: Sequence[int]) -> list[int]:
         """Let each user see this one record (the actor must see it); returns the newly added ids."""
         now = self.clock()

@@ -36,6 +36,7 @@ from bot.store.models import (
     User,
     extract_tags,
 )
+from bot.store.retry import retried
 from bot.store.visibility import editable, load_visible, visible
 from bot.tables import content, revision, tag, user
 from bot.tables import file as file_table
@@ -44,6 +45,7 @@ log = logging.getLogger("bot.storage")
 
 
 class RecordsMixin(SearchMixin):
+    @retried
     def add_record(self, owner: User, body: str, files: Sequence[Attachment] = ()) -> int:
         """Save a record owned by `owner` (who must not be disabled); returns its id."""
         if files and not body.strip():
@@ -210,6 +212,7 @@ class RecordsMixin(SearchMixin):
             ).all()
         return [Revision(r.id, r.body, r.username, r.edited_at) for r in rows]
 
+    @retried
     def edit_record(self, actor: User, record_id: int, body: str) -> Record:
         """Replace the text (owner or admin); the old text is kept as a revision."""
         self._check_body(body)
@@ -233,6 +236,7 @@ class RecordsMixin(SearchMixin):
                 self._audit(conn, actor, "edit", f"record {record_id}")
         return self.get_record(actor, record_id)
 
+    @retried
     def delete_record(self, actor: User, record_id: int) -> None:
         """Soft delete (owner or admin); an admin can restore it."""
         now = self.clock()
@@ -248,6 +252,7 @@ class RecordsMixin(SearchMixin):
             if row.owner_id != actor.id:
                 self._audit(conn, actor, "delete", f"record {record_id}")
 
+    @retried
     def restore_record(self, actor: User, record_id: int) -> None:
         with self.transaction() as conn:
             self._require_admin(conn, actor)

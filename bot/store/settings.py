@@ -16,6 +16,7 @@ from bot.store.models import (
     AuditEntry,
     User,
 )
+from bot.store.retry import retried
 from bot.tables import audit, setting, user
 
 
@@ -34,6 +35,7 @@ class SettingsMixin(Db):
         self._settings_cache = (time.monotonic(), values)
         return dict(values)
 
+    @retried
     def set_setting(self, actor: User, name: str, value: str | Callable[[dict[str, str]], str]) -> str:
         """Store a setting as `actor`; `value` may be a function of every stored row, read under a lock
         in this transaction, that returns the text to store or raises to store nothing."""
@@ -53,6 +55,7 @@ class SettingsMixin(Db):
         self._settings_cache = None
         return value
 
+    @retried
     def store_internal(self, name: str, value: str) -> None:
         """A value the bot itself keeps (the registered command's token), with no actor and no audit."""
         now = self.clock()
@@ -62,6 +65,7 @@ class SettingsMixin(Db):
                 conn.execute(insert(setting).values(name=name, value=value, updated_by=None, updated_at=now))
         self._settings_cache = None
 
+    @retried
     def audit_system(self, action: str, detail: str, actor: User | None = None) -> None:
         """An audit entry for something done outside a command (an alert button, start-up); `actor`
         when the one who did it is a known user."""
