@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import os
 import shutil
@@ -155,7 +156,7 @@ class BareSql:
             for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=30000"):
                 conn.execute(f"PRAGMA {pragma}")
             return conn
-        import pymysql
+        import pymysql  # type: ignore[import-untyped]
 
         args = self.url.translate_connect_args(username="user")
         return pymysql.connect(**args, charset=self.url.query.get("charset", "utf8mb4"), connect_timeout=10,
@@ -229,6 +230,7 @@ class BareSql:
                 ids = self._scan(cur, viewer, words[0])
             page = ids[:PAGE_SIZE]
             rows: list[Any] = []
+            params: Any
             if page:
                 if self.sqlite:
                     marks, params = ", ".join("?" * len(page)), (*page, *self._visible(viewer))
@@ -345,8 +347,6 @@ def _verb(sql: Any) -> str:
     words = (sql.decode(errors="replace") if isinstance(sql, bytes) else str(sql)).split()
     if not words:
         return "?"
-    if words[0] == "--":  # sqlite3's trace of a trigger program
-        return "TRIGGER"
     return " ".join(words[:2]).upper() if words[0].upper() == "BEGIN" else words[0].upper()
 
 
@@ -355,27 +355,33 @@ def wire_tap() -> Iterator[list[str]]:
     """What every DB-API connection opened inside sends: sqlite3's trace callback, pymysql's commands."""
     import sqlite3
 
-    import pymysql.connections
-    from pymysql.constants import COMMAND
+    import pymysql.connections  # type: ignore[import-untyped]
+    from pymysql.constants import COMMAND  # type: ignore[import-untyped]
 
     got: list[str] = []
-    real_connect, real_command = sqlite3.connect, pymysql.connections.Connection._execute_command
+    real_connect, real_command = sqlite3.dbapi2.connect, pymysql.connections.Connection._execute_command
 
     def connect(*args: Any, **kwargs: Any) -> Any:
         conn = real_connect(*args, **kwargs)
-        conn.set_trace_callback(lambda sql: got.append(_verb(sql)))
+        # Left out: what SQLite runs inside a statement (trigger programs come as "-- ...", FTS5's own
+        # statements name its shadow tables 'main'.'..._data').
+        conn.set_trace_callback(lambda sql: None if sql.startswith("--") or "'main'." in sql
+                                else got.append(_verb(sql)))
         return conn
 
     def command(self: Any, code: int, sql: Any) -> Any:
         got.append("PING" if code == COMMAND.COM_PING else _verb(sql))
         return real_command(self, code, sql)
 
-    setattr(sqlite3, "connect", connect)  # noqa: B010 (a module function, patched for the check only)
+    # Patched for the check only; SQLAlchemy calls sqlite3.dbapi2.connect, the bare handler sqlite3.connect.
+    for module in (sqlite3, sqlite3.dbapi2):
+        setattr(module, "connect", connect)  # noqa: B010
     setattr(pymysql.connections.Connection, "_execute_command", command)  # noqa: B010
     try:
         yield got
     finally:
-        setattr(sqlite3, "connect", real_connect)  # noqa: B010
+        for module in (sqlite3, sqlite3.dbapi2):
+            setattr(module, "connect", real_connect)  # noqa: B010
         setattr(pymysql.connections.Connection, "_execute_command", real_command)  # noqa: B010
 
 
@@ -424,13 +430,18 @@ def check_sql(url: str, search_backend: str, cmds: Sequence[hb.Command]) -> tupl
                     s.statements.append((sql, params))
 
                 event.listen(engine, "before_cursor_execute", seen)
-                _third(lambda i, cmd=cmd: dispatcher.handle(services, SlashRequest(
-                    user_id=cmd.who[0], user_name=cmd.who[1], text=cmd.text + (f" recbot-check-{i}" if cmd.vary
-                                                                                else ""))), ours, wire)
+                def by_recbot(i: int, cmd: hb.Command = cmd) -> object:
+                    text = cmd.text + (f" recbot-check-{i}" if cmd.vary else "")
+                    return dispatcher.handle(services, SlashRequest(user_id=cmd.who[0], user_name=cmd.who[1],
+                                                                    text=text))
+
+                def by_bare(i: int, cmd: hb.Command = cmd) -> object:
+                    return bare.answer(cmd.who[0], cmd.text + (f" bare-check-{i}" if cmd.vary else ""))
+
+                _third(by_recbot, ours, wire)
                 event.remove(engine, "before_cursor_execute", seen)
                 theirs = Sent(bare.trace)
-                _third(lambda i, cmd=cmd: bare.answer(cmd.who[0], cmd.text + (f" bare-check-{i}" if cmd.vary
-                                                                               else "")), theirs, wire)
+                _third(by_bare, theirs, wire)
                 lines.append(f"  [{cmd.name}] {len(ours.statements)} statements; on the wire: {' '.join(ours.wire)}")
                 problems += [f"{cmd.name}: {p}" for p in _differences(ours, theirs)]
         finally:
@@ -445,7 +456,8 @@ def _differences(ours: Sent, theirs: Sent) -> list[str]:
         out.append(f"on the wire recbot sends {' '.join(ours.wire)}, the bare handler {' '.join(theirs.wire)}")
     if len(ours.statements) != len(theirs.statements):
         out.append(f"recbot sends {len(ours.statements)} statements, the bare handler {len(theirs.statements)}")
-    for n, ((sql, params), (bare_sql, bare_params)) in enumerate(zip(ours.statements, theirs.statements), 1):
+    pairs = zip(ours.statements, theirs.statements, strict=False)
+    for n, ((sql, params), (bare_sql, bare_params)) in enumerate(pairs, 1):
         if _normal(sql) != _normal(bare_sql):
             out.append(f"statement {n} differs:\n    recbot: {_normal(sql)}\n    bare:   {_normal(bare_sql)}")
         elif _shape(params) != _shape(bare_params):
@@ -503,12 +515,19 @@ def _database(backend: str, args: argparse.Namespace, workdir: Path) -> str:
     return hb.create_mariadb(args, MARIADB_DB)
 
 
+def _unique(cmd: hb.Command, tag: str) -> hb.Command:
+    """An add whose texts no earlier load sent: recbot (and the bare handler) answer a text the same owner
+    saved in the last two minutes with "Already saved", and wrk numbers its texts from 1 in every run."""
+    return dataclasses.replace(cmd, text=f"{cmd.text} {tag}") if cmd.vary else cmd
+
+
 def _measure(generator: hb.LoadGenerator, server: hb.Server, cmd: hb.Command, conc: int,
              args: argparse.Namespace, profile: Path | None) -> hb.Load:
+    tag = f"{server.proc.pid}-{time.monotonic_ns()}"
     if args.warmup > 0:
-        generator.run(server.base, cmd, conc, args.warmup, server.proc.pid)
+        generator.run(server.base, _unique(cmd, f"warm-{tag}"), conc, args.warmup, server.proc.pid)
         hb.drain(server.base, server.proc)
-    load = generator.run(server.base, cmd, conc, args.duration, server.proc.pid, profile)
+    load = generator.run(server.base, _unique(cmd, tag), conc, args.duration, server.proc.pid, profile)
     hb.drain(server.base, server.proc)
     return load
 
@@ -520,14 +539,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--backends", type=hb._words, default=["sqlite", "mariadb"], help="sqlite,mariadb")
     parser.add_argument("--commands", type=hb._words, default=["find", "add"], help="find,add")
     parser.add_argument("--duration", type=int, default=8, help="whole seconds of each measured load (default 8)")
-    parser.add_argument("--warmup", type=int, default=2, help="whole seconds of unmeasured load before each (default 2)")
+    parser.add_argument("--warmup", type=int, default=2, help="whole seconds of unmeasured load before each "
+                        "(default 2)")
     parser.add_argument("--concurrency", type=hb._ints, default=[10], help="connections, e.g. 10 or 1,10 (default 10)")
     parser.add_argument("--client", choices=["auto", "wrk", "python"], default="auto",
                         help="load generator: wrk when installed (auto), or the aiohttp fallback")
     parser.add_argument("--workers", type=int, default=1, help="server processes of recbot and of the bare handler")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
     parser.add_argument("--profile", type=Path, metavar="DIR",
-                        help="sample both servers with py-spy during the measured loads; raw stacks go to DIR")
+                        help="sample both servers with py-spy --gil during the measured loads; raw stacks go to DIR")
     parser.add_argument("--mariadb-url", default="mysql+pymysql://root@127.0.0.1:3306")
     parser.add_argument("--bare-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--db-url", help=argparse.SUPPRESS)
@@ -553,7 +573,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = {sig: signal.signal(sig, hb._raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     workdir = Path(tempfile.mkdtemp(prefix="recbot-capacity-"))
     report = CapacityReport()
-    generator = hb.LoadGenerator(kind, children, args.threads)
+    # py-spy --gil: only the thread holding the GIL is sampled, so the profile is the Python CPU that
+    # bounds a process's throughput (not the waits on MariaDB, nor SQLite's C code, which runs without it).
+    generator = hb.LoadGenerator(kind, children, args.threads, spy_options=["--gil"], db_port=hb.mariadb_port(args))
     cmds = [table[c] for c in args.commands]
     profiles: list[str] = []
     if args.profile:
@@ -590,7 +612,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"  recbot pid {bot.proc.pid} on {bot.base}; bare SQL handler pid {bare.proc.pid} on {bare.base}")
             for cmd in cmds:
                 for server in (bot, bare):
-                    status, body = hb.send_once(server.base, cmd)
+                    status, body = hb.send_once(server.base, _unique(cmd, f"{server.proc.pid}"))
                     if status != 200 or cmd.expect not in body:
                         raise RuntimeError(f"smoke {cmd.name} on {server.name}: HTTP {status} {body[:300]}")
                 for conc in args.concurrency:
@@ -612,7 +634,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             children.stop(bare.proc)
 
         if profiles:
-            log("\n== profiles (py-spy, 200 Hz)")
+            log("\n== profiles (py-spy --gil at 200 Hz: the thread holding the GIL, i.e. Python's CPU)")
             log("\n".join(profiles))
         log("\n== results")
         log(report.plain())

@@ -245,6 +245,12 @@ def mariadb_server_url(args: argparse.Namespace) -> str:
     return args.mariadb_url.rstrip("/")
 
 
+def mariadb_port(args: argparse.Namespace) -> int:
+    from sqlalchemy.engine import make_url
+
+    return make_url(args.mariadb_url).port or 3306
+
+
 def create_mariadb(args: argparse.Namespace, database: str = MARIADB_DB) -> str:
     from sqlalchemy import create_engine
 
@@ -386,16 +392,27 @@ def _machine_ticks() -> tuple[int, int]:
     return sum(values), values[3] + values[4]  # total, idle + iowait
 
 
-def _db_pid() -> int | None:
+def _db_pid(port: int = 3306) -> int | None:
+    """The mariadbd that listens on `port` (others may run beside it), else the first one found."""
+    listening = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for row in Path(table).read_text().splitlines()[1:]:
+                cols = row.split()
+                if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                    listening.add(f"socket:[{cols[9]}]")
+    found = None
     for comm in Path("/proc").glob("[0-9]*/comm"):
         with contextlib.suppress(OSError):
             if comm.read_text().strip() in ("mariadbd", "mysqld"):
-                return int(comm.parent.name)
-    return None
+                found = found or int(comm.parent.name)
+                if any(os.readlink(fd) in listening for fd in (comm.parent / "fd").iterdir()):
+                    return int(comm.parent.name)
+    return found
 
 
 @contextlib.contextmanager
-def cpu_meter(pid: int) -> Iterator[dict[str, float]]:
+def cpu_meter(pid: int, db_port: int = 3306) -> Iterator[dict[str, float]]:
     """CPU used while the block runs, each in % of one core: the server, the load generator (this
     script's finished children), the database server (whoever it serves) and everything else."""
     import resource
@@ -403,7 +420,7 @@ def cpu_meter(pid: int) -> Iterator[dict[str, float]]:
     got: dict[str, float] = {}
     hz = os.sysconf("SC_CLK_TCK")
     ncpu = os.cpu_count() or 1
-    db = _db_pid()
+    db = _db_pid(db_port)
 
     def children() -> float:
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -437,10 +454,13 @@ def machine_busy(seconds: float) -> float:
 
 
 class LoadGenerator:
-    def __init__(self, kind: str, children: Children, threads: int) -> None:
+    def __init__(self, kind: str, children: Children, threads: int, spy_options: Sequence[str] = (),
+                 db_port: int = 3306) -> None:
         self.kind = kind
         self.children = children
         self.threads = threads
+        self.spy_options = list(spy_options)  # more py-spy options, e.g. --gil
+        self.db_port = db_port  # whose mariadbd the "db" CPU is
 
     def describe(self) -> str:
         if self.kind == "wrk":
@@ -453,9 +473,10 @@ class LoadGenerator:
         spy = None
         if profile is not None:  # sample the server for the whole measured load, without pausing it
             spy = self.children.start([py_spy(), "record", "--pid", str(server_pid), "--duration", str(seconds),
-                                       "--rate", "200", "--nonblocking", "--format", "raw", "-o", str(profile)],
+                                       "--rate", "200", "--nonblocking", *self.spy_options, "--format", "raw",
+                                       "-o", str(profile)],
                                       log=profile.with_suffix(".log"))
-        with cpu_meter(server_pid) as cpu:
+        with cpu_meter(server_pid, self.db_port) as cpu:
             load = self._wrk(base, cmd, concurrency, seconds) if self.kind == "wrk" else \
                 self._python(base, cmd, concurrency, seconds)
         load.server_cpu, load.loadgen_cpu, load.db_cpu, load.other_cpu = (
@@ -805,7 +826,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.profile:
         py_spy()
         args.profile.mkdir(parents=True, exist_ok=True)
-    generator = LoadGenerator(kind, children, args.threads)
+    generator = LoadGenerator(kind, children, args.threads, db_port=mariadb_port(args))
     cmds = [table[c] for c in args.commands]
     try:
         ncpu = os.cpu_count() or 1
