@@ -33,7 +33,6 @@ import dataclasses
 import hmac
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import threading
@@ -60,12 +59,15 @@ MARIADB_DB = "recbot_capacitybench"
 class Statements:
     grants: str  # the member's grants (storage asks which owners it sees before each search)
     top: str  # the newest id (MariaDB: the scan starts below it)
-    ids: str  # the visible matching ids: SQLite through the FTS5 trigram index, MariaDB a primary-key walk
+    ids: str  # the visible matching ids: SQLite through the FTS5 trigram index; MariaDB without Mroonga a
+    # primary-key walk of one chunk (floor < id < below)
     page: str  # the records of the page with their tags
     recent: str  # add: the owner's newest records, to spot a retry
     add: str  # add: INSERT ... SELECT that inserts only while the owner is not disabled
     tag: str
     user: str  # not in the measured sequence: the bare handler looks each caller up once
+    window: str = ""  # MariaDB with Mroonga: the walk of the newest WINDOW records (id > floor)
+    index: str = ""  # MariaDB with Mroonga: add keeps the bigram table in step
 
 
 _SQLITE_VISIBLE = (
@@ -100,12 +102,16 @@ _MARIADB_VISIBLE = (
     "OR `T_CONTENT`.owner_id + %(owner_id_1)s IN (SELECT `T_GRANT`.owner_id FROM `T_GRANT` WHERE "
     "`T_GRANT`.viewer_id = %(viewer_id)s) OR `T_CONTENT`.id + %(id_1)s IN (SELECT `T_SHARE`.record_id FROM "
     "`T_SHARE` WHERE `T_SHARE`.user_id = %(viewer_id)s))")
+_MARIADB_WALK = ("SELECT `T_CONTENT`.id FROM `T_CONTENT` FORCE INDEX (PRIMARY) WHERE " + _MARIADB_VISIBLE
+                 + " AND `T_CONTENT`.deleted_at IS NULL AND locate(%(w0)s, `T_CONTENT`.search_text) > %(locate_1)s "
+                 "AND ")
 MARIADB = Statements(
     grants="SELECT `T_GRANT`.owner_id FROM `T_GRANT` WHERE `T_GRANT`.viewer_id = %(viewer_id)s",
     top="SELECT max(`T_CONTENT`.id) AS max_1 FROM `T_CONTENT`",
-    ids=("SELECT `T_CONTENT`.id FROM `T_CONTENT` FORCE INDEX (PRIMARY) WHERE " + _MARIADB_VISIBLE
-         + " AND `T_CONTENT`.deleted_at IS NULL AND locate(%(w0)s, `T_CONTENT`.search_text) > %(locate_1)s AND "
-         "`T_CONTENT`.id < %(below)s AND `T_CONTENT`.id > %(floor)s ORDER BY `T_CONTENT`.id DESC LIMIT %(lim)s"),
+    ids=_MARIADB_WALK + "`T_CONTENT`.id < %(below)s AND `T_CONTENT`.id > %(floor)s ORDER BY `T_CONTENT`.id DESC "
+    "LIMIT %(lim)s",
+    window=_MARIADB_WALK + "`T_CONTENT`.id > %(floor)s ORDER BY `T_CONTENT`.id DESC LIMIT %(lim)s",
+    index="REPLACE INTO T_CONTENT_FT (record_id, search_text) VALUES (%(id)s, %(t)s)",
     page=("SELECT `T_CONTENT`.id, `T_CONTENT`.owner_id, owner.username AS owner, `T_CONTENT`.`body`, "
           "`T_CONTENT`.created_at, `T_CONTENT`.updated_at, (SELECT group_concat(`T_TAG`.tag) AS group_concat_1 "
           "FROM `T_TAG` WHERE `T_TAG`.record_id = `T_CONTENT`.id) AS tags FROM `T_CONTENT` INNER JOIN `T_USER` AS "
@@ -128,17 +134,17 @@ MARIADB = Statements(
 class BareSql:
     """recbot's statements for find and add through the raw DB-API, a connection per thread.
 
-    Supports the search backends `sqlite-fts5` (a word of 3+ characters: the FTS5 plan) and `like`
-    (MariaDB without Mroonga: the newest-first scan in chunks), which are what storage uses here.
+    Follows storage's plan for one word of 3+ characters on each search backend: `sqlite-fts5` the FTS5
+    trigram join; `like` (MariaDB without Mroonga) the newest-first scan in chunks; `mroonga` the walk of
+    the newest WINDOW records only: when those do not fill the page, recbot asks Mroonga for older
+    candidates and the bare handler does not, which the SQL check reports (a rarer word would need it).
     `trace`, when a list, gets every (statement, parameters) sent, for the SQL check.
     """
 
     def __init__(self, url: str, search_backend: str) -> None:
         from sqlalchemy.engine import make_url
 
-        if search_backend not in ("sqlite-fts5", "like"):
-            raise SystemExit(f"the bare handler does not follow the {search_backend!r} search plan (only "
-                             "sqlite-fts5 and like); the SQL check would fail")
+        self.search_backend = search_backend
         self.url = make_url(url)
         self.sqlite = self.url.get_backend_name() == "sqlite"
         self.sql = SQLITE if self.sqlite else MARIADB
@@ -226,6 +232,8 @@ class BareSql:
                 fts = search.plan_search(None, "sqlite-fts5", words).match  # type: ignore[arg-type]  # unused there
                 ids = [r[0] for r in self.run(cur, self.sql.ids, (*self._visible(viewer), words[0], 0, fts,
                                                                    FIND_LIMIT, 0))]
+            elif self.search_backend == "mroonga":
+                ids = self._window(cur, viewer, words[0])
             else:
                 ids = self._scan(cur, viewer, words[0])
             page = ids[:PAGE_SIZE]
@@ -261,6 +269,15 @@ class BareSql:
                 break
         return ids
 
+    def _window(self, cur: Any, viewer: int, word: str) -> list[int]:
+        """storage's first step with Mroonga: the newest WINDOW records, walked by the primary key."""
+        from bot import search
+
+        floor = int(self.run(cur, self.sql.top, {})[0][0] or 0) - search.WINDOW
+        self.run(cur, self.sql.grants, {"viewer_id": viewer})
+        return [r[0] for r in self.run(cur, self.sql.window, {
+            **self._visible(viewer), "w0": word, "locate_1": 0, "floor": floor, "lim": FIND_LIMIT})]
+
     def _time(self, value: Any) -> Any:
         """SQLAlchemy hands SQLite a datetime as this text, pymysql the datetime itself."""
         return value.isoformat(" ", "microseconds") if self.sqlite else value
@@ -288,6 +305,8 @@ class BareSql:
             rows = [(record_id, t) if self.sqlite else {"record_id": record_id, "tag": t} for t in tags]
             if rows:  # SQLAlchemy sends a list of one as a plain execute
                 self.run(cur, self.sql.tag, rows if len(rows) > 1 else rows[0], many=len(rows) > 1)
+            if self.search_backend == "mroonga":
+                self.run(cur, self.sql.index, {"id": record_id, "t": folded})
         return f"Saved record **#{record_id}**." + (f" Tags: {' '.join(f'`#{t}`' for t in sorted(tags))}."
                                                     if tags else "")
 
@@ -516,8 +535,9 @@ def _database(backend: str, args: argparse.Namespace, workdir: Path) -> str:
 
 
 def _unique(cmd: hb.Command, tag: str) -> hb.Command:
-    """An add whose texts no earlier load sent: recbot (and the bare handler) answer a text the same owner
-    saved in the last two minutes with "Already saved", and wrk numbers its texts from 1 in every run."""
+    """An add whose texts no earlier request sent: recbot (and the bare handler) answer "Already saved" to
+    a text among the same owner's newest 20 records of the last two minutes (the smoke requests of the two
+    servers would collide), and wrk numbers its texts from 1 in every run."""
     return dataclasses.replace(cmd, text=f"{cmd.text} {tag}") if cmd.vary else cmd
 
 
@@ -569,10 +589,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(line: str = "") -> None:
         print(line, flush=True)
 
-    children = hb.Children()
-    previous = {sig: signal.signal(sig, hb._raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    workdir = Path(tempfile.mkdtemp(prefix="recbot-capacity-"))
     report = CapacityReport()
+    run = hb.Run(Path(tempfile.mkdtemp(prefix="recbot-capacity-")), "capacity.db*", report.failures)
+    children, workdir = run.children, run.workdir
     # py-spy --gil: only the thread holding the GIL is sampled, so the profile is the Python CPU that
     # bounds a process's throughput (not the waits on MariaDB, nor SQLite's C code, which runs without it).
     generator = hb.LoadGenerator(kind, children, args.threads, spy_options=["--gil"], db_port=hb.mariadb_port(args))
@@ -581,8 +600,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.profile:
         hb.py_spy()
         args.profile.mkdir(parents=True, exist_ok=True)
-    made_mariadb = False
-    try:
+    with run:
         ncpu = os.cpu_count() or 1
         log(f"recbot capacity benchmark: {args.records:,} records, backends {','.join(args.backends)}, commands "
             f"{','.join(args.commands)}, concurrency {','.join(map(str, args.concurrency))}, {args.duration} s per "
@@ -592,7 +610,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"\n== {backend}: seeding")
             t0 = time.perf_counter()
             url = _database(backend, args, workdir)
-            made_mariadb = made_mariadb or backend == "mariadb"
+            if backend == "mariadb":
+                run.drop = lambda: hb.drop_mariadb(args, MARIADB_DB)
             search_backend = hb.seed(url, args.records, args.owners, log)
             threads = pool_size("sqlite" if backend == "sqlite" else "mysql")
             log(f"  seeded in {time.perf_counter() - t0:.1f} s; search backend {search_backend}; {threads} pool "
@@ -648,22 +667,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if report.failures:
             return 2
         return 0 if all(ok for ok, _ in report.targets()) else 1
-    except KeyboardInterrupt:
-        log("\ninterrupted; stopping everything this run started")
-        return 130
-    finally:
-        children.stop_all()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if made_mariadb:
-            with contextlib.suppress(Exception):
-                hb.drop_mariadb(args, MARIADB_DB)
-        if report.failures:
-            for db in workdir.glob("capacity.db*"):
-                db.unlink(missing_ok=True)
-            print(f"server logs kept in {workdir}", flush=True)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    return 130  # interrupted: hb.Run said so and stopped everything
 
 
 if __name__ == "__main__":

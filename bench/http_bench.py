@@ -815,20 +815,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(line: str = "") -> None:
         print(line, flush=True)
 
-    children = Children()
-    # SIGINT too: a shell may have started this script with SIGINT ignored (a background job).
-    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    workdir = Path(tempfile.mkdtemp(prefix="recbot-httpbench-"))
     report = Report()
-    made_mariadb = False
-    clean = True
+    run = Run(Path(tempfile.mkdtemp(prefix="recbot-httpbench-")), "httpbench.db*", report.failures)
+    children, workdir = run.children, run.workdir
     profiles: list[str] = []
     if args.profile:
         py_spy()
         args.profile.mkdir(parents=True, exist_ok=True)
     generator = LoadGenerator(kind, children, args.threads, db_port=mariadb_port(args))
     cmds = [table[c] for c in args.commands]
-    try:
+    with run:
         ncpu = os.cpu_count() or 1
         log(f"recbot HTTP benchmark: {args.records:,} records, {args.owners} owners, backends "
             f"{','.join(args.backends)}, commands {','.join(args.commands)}, concurrency "
@@ -875,7 +871,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 url = f"sqlite:///{workdir / 'httpbench.db'}"
             else:
                 url = create_mariadb(args)
-                made_mariadb = True
+                run.drop = lambda: drop_mariadb(args)
             search_backend = seed(url, args.records, args.owners, log)
             log(f"  seeded {args.records:,} records in {time.perf_counter() - t0:.1f} s; search backend: "
                 f"{search_backend}")
@@ -913,7 +909,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 report.failures.append(f"[{backend}] the bot logged {len(errors)} ERROR line(s), first: {errors[0]}")
             if backend == "mariadb":
                 drop_mariadb(args)
-                made_mariadb = False
+                run.drop = None
 
         log("\n== results")
         log(report.plain())
@@ -946,26 +942,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         if report.failures:
             return 2
         return 0 if all(ok for ok, _ in verdicts) else 1
-    except KeyboardInterrupt:
-        log("\ninterrupted; stopping everything this run started")
-        clean = False
-        return 130
-    except Exception:
-        clean = False
-        raise
-    finally:
-        children.stop_all()
-        for sig, handler in previous.items():
+    return 130  # interrupted: Run said so and stopped everything
+
+
+@dataclass
+class Run:
+    """One benchmark run's processes, workdir and MariaDB database, ended however the run ends: every
+    process it started is stopped, the signal handlers are put back, the database (`drop`, set once it
+    exists) is dropped, and the workdir removed, or its servers' logs kept (not the database files that
+    match `databases`) when the run went wrong. Ctrl-C / SIGTERM end the `with` block quietly: the code
+    after it runs (return 130)."""
+
+    workdir: Path
+    databases: str
+    failures: list[str]
+    children: Children = field(default_factory=Children)
+    drop: Any = None
+    previous: dict[signal.Signals, Any] = field(default_factory=dict)
+
+    def __enter__(self) -> Run:
+        # SIGINT too: a shell may have started this script with SIGINT ignored (a background job).
+        self.previous = {sig: signal.signal(sig, _raise_interrupt)
+                         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        if kind is KeyboardInterrupt:
+            print("\ninterrupted; stopping everything this run started", flush=True)
+        self.children.stop_all()
+        for sig, handler in self.previous.items():
             signal.signal(sig, handler)
-        if made_mariadb:
+        if self.drop is not None:
             with contextlib.suppress(Exception):
-                drop_mariadb(args)
-        if clean and not report.failures:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:  # keep the servers' logs for a look, not the database
-            for db in workdir.glob("httpbench.db*"):
+                self.drop()
+        if kind is None and not self.failures:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        else:
+            for db in self.workdir.glob(self.databases):
                 db.unlink(missing_ok=True)
-            print(f"server logs kept in {workdir}", flush=True)
+            print(f"server logs kept in {self.workdir}", flush=True)
+        return kind is KeyboardInterrupt
 
 
 def code_version() -> str:

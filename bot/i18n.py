@@ -23,10 +23,13 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from babel.dates import format_skeleton
+from babel import Locale
+from babel.dates import DateTimePattern
+from babel.dates import parse_pattern as parse_date_pattern
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
-from babel.numbers import format_decimal
+from babel.numbers import NumberPattern
+from babel.numbers import parse_pattern as parse_number_pattern
 from babel.support import Translations
 
 LOCALES = Path(__file__).with_name("locales")
@@ -105,19 +108,32 @@ def N_(message: str) -> str:
     return message
 
 
+# Babel parses the locale and matches the skeleton on every call; a reply lists up to 100 times, so
+# each language's patterns are resolved once (the same patterns format_decimal/format_skeleton use).
+@cache
+def _number_format(language: str, digits: int) -> tuple[Locale, NumberPattern]:
+    return Locale.parse(language), parse_number_pattern("#,##0" + ("." + "0" * digits if digits else ""))
+
+
+@cache
+def _time_format(language: str) -> tuple[Locale, DateTimePattern, DateTimePattern]:
+    locale = Locale.parse(language)
+    return locale, parse_date_pattern(locale.datetime_skeletons["yMMMd"]), \
+        parse_date_pattern(locale.datetime_skeletons["Hm"])
+
+
 def number(value: float, digits: int = 0) -> str:
     """A number as the language writes it (grouping, decimal sign), with `digits` decimals."""
-    pattern = "#,##0" + ("." + "0" * digits if digits else "")
-    return format_decimal(value, pattern, locale=current())
+    locale, pattern = _number_format(current(), digits)
+    return pattern.apply(value, locale)
 
 
 def when(moment: datetime, zone: tzinfo = UTC) -> str:
     """A stored time (naive UTC, or aware) in the reader's zone and language, with the zone's offset:
     "Dec 2, 2026 07:30 UTC+8", "2026年12月2日 07:30 UTC+8"."""
     local = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(zone)
-    language = current()
-    text = f"{format_skeleton('yMMMd', local, locale=language)} {format_skeleton('Hm', local, locale=language)}"
-    return f"{text} {utc_offset(local)}"
+    locale, day, minute = _time_format(current())
+    return f"{day.apply(local, locale)} {minute.apply(local, locale)} {utc_offset(local)}"
 
 
 def utc_offset(local: datetime) -> str:

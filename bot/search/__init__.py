@@ -225,10 +225,10 @@ def ensure_mroonga(engine: Engine) -> str:
     return "mroonga"
 
 
+_INDEX_ONE = text(f"REPLACE INTO {MROONGA_TABLE} (record_id, search_text) VALUES (:id, :t)")
+
+
 def index_text(conn: Connection, backend: str, record_id: int, search_text: str) -> None:
     """Keep the MariaDB accelerator in step with a write (SQLite's triggers do this themselves)."""
     if backend == "mroonga":
-        conn.execute(
-            text(f"REPLACE INTO {MROONGA_TABLE} (record_id, search_text) VALUES (:id, :t)"),
-            {"id": record_id, "t": search_text},
-        )
+        conn.execute(_INDEX_ONE, {"id": record_id, "t": search_text})

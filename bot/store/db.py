@@ -68,7 +68,8 @@ def make_engine(url: str, timeout: float | None = None) -> Engine:
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:
             immediate = conn.get_execution_options().get("sqlite_immediate")
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            # Straight to the driver: SQLAlchemy's execute path costs more than SQLite's BEGIN itself.
+            conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")  # type: ignore[union-attr]
 
         return engine
     # Every call has a limit: a server or proxy that stops answering fails the call instead of hanging
@@ -113,19 +114,28 @@ class _WriteTurn:
         self._threads = threading.RLock()
         self._depth = 0
         self._path = f"{database}.writer-lock" if fcntl and database and database != ":memory:" else None
+        self._fd: tuple[int, int] | None = None  # (pid, descriptor): opened once per process, not per write
+
+    def _descriptor(self) -> int | None:
+        if self._path is None:
+            return None
+        # A descriptor inherited through fork shares its lock with the parent: open our own.
+        if self._fd is None or self._fd[0] != os.getpid():
+            self._fd = (os.getpid(), os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600))
+        return self._fd[1]
 
     @contextmanager
     def __call__(self) -> Any:
         with self._threads:
             self._depth += 1
-            fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600) if self._path and self._depth == 1 else None
+            fd = self._descriptor() if self._depth == 1 else None
             try:
                 if fd is not None:
                     fcntl.flock(fd, fcntl.LOCK_EX)
                 yield
             finally:
                 if fd is not None:
-                    os.close(fd)  # closing the file releases its lock
+                    fcntl.flock(fd, fcntl.LOCK_UN)
                 self._depth -= 1
 
 

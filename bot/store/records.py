@@ -13,6 +13,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    or_,
     select,
     update,
 )
@@ -72,10 +73,11 @@ class RecordsMixin(SearchMixin):
         same owner saved the same text within RETRY_WINDOW (a save whose answer was lost). A failure
         whose outcome is unknown raises MaybeSaved, which says so and how to find out."""
         since = self.clock() - RETRY_WINDOW
+        recent_of = self._prepared(("recent",), lambda: select(content.c.id, content.c.body).where(
+            content.c.owner_id == bindparam("owner_id"), content.c.created_at >= bindparam("since"),
+            content.c.deleted_at.is_(None)).order_by(content.c.id.desc()).limit(20))
         with self.connection() as conn:
-            recent = conn.execute(select(content.c.id, content.c.body).where(
-                content.c.owner_id == owner.id, content.c.created_at >= since, content.c.deleted_at.is_(None))
-                .order_by(content.c.id.desc()).limit(20)).all()
+            recent = conn.execute(recent_of, {"owner_id": owner.id, "since": since}).all()
         same = next((r.id for r in recent if r.body == body), None)  # compared exactly, not by collation
         if same is not None:
             return int(same), False
@@ -97,7 +99,8 @@ class RecordsMixin(SearchMixin):
         now = bindparam("now", type_=content.c.created_at.type)
         allowed = select(owner_id, bindparam("body", type_=content.c.body.type),
                          bindparam("folded", type_=content.c.search_text.type), now, now
-                         ).where(exists().where(user.c.id == owner_id, user.c.role.in_(("admin", "member"))))
+                         ).where(exists().where(user.c.id == owner_id,
+                                                or_(user.c.role == "admin", user.c.role == "member")))
         return insert(content).from_select(["owner_id", "body", "search_text", "created_at", "updated_at"], allowed)
 
     def _check_body(self, body: str) -> None:

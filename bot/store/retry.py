@@ -4,8 +4,12 @@ bounded, jittered attempts at a write.
 On MariaDB Galera a transaction runs on one node and is certified against the others' at COMMIT; the
 loser gets error 1213 (the same as an InnoDB deadlock) and has been rolled back entirely, so running
 it again is safe and almost always succeeds. A node that has just left the primary component answers
-1047 until HAProxy moves the connection, and a connection to a killed node is lost (2006, 2013): both
-are safe to retry only when the COMMIT was never sent, since after it the write may have happened.
+1047 at once, before doing anything; its connection is dropped (bot.store.db) so the next attempt
+goes, through HAProxy, to a node that serves.
+
+A lost connection (2006, 2013) is not retried: it is also what a frozen server's timeout looks like,
+where every attempt would wait the whole timeout again, and after COMMIT the write may have happened.
+The pool's pre-ping already replaces connections to a node that died while they sat idle.
 """
 
 from __future__ import annotations
@@ -26,9 +30,8 @@ ATTEMPTS = 6  # the first try and five more: about 0.6 s of back-off at most
 BASE_DELAY = 0.01
 MAX_DELAY = 0.3
 
-ROLLED_BACK = {1213: "a deadlock or a cluster certification conflict", 1205: "a lock wait timeout"}
-NOT_SENT = {1047: "a node outside the cluster's primary component", 2006: "a lost connection",
-            2013: "a lost connection", 4031: "a connection closed for idleness"}
+ROLLED_BACK = {1213: "a deadlock or a cluster certification conflict"}
+NOT_SENT = {1047: "a node outside the cluster's primary component"}
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -41,7 +41,7 @@ def visible(role: str) -> Any:
         return and_(not_deleted, exists().where(me.c.id == viewer_id, me.c.role == "admin"))
     if role != "member":
         return false()
-    active = exists().where(me.c.id == viewer_id, me.c.role.in_(("admin", "member")))
+    active = exists().where(me.c.id == viewer_id, or_(me.c.role == "admin", me.c.role == "member"))
     # "+ 0" keeps the planners from driving the query by this OR (SQLite would gather and sort
     # every visible row); the search decides the order of work, this clause only filters.
     owner, record = content.c.owner_id + 0, content.c.id + 0
@@ -61,7 +61,7 @@ def editable(actor: User) -> Any:
     me = user.alias("actor")
     return or_(
         and_(content.c.owner_id == actor.id,
-             exists().where(me.c.id == actor.id, me.c.role.in_(("admin", "member")))),
+             exists().where(me.c.id == actor.id, or_(me.c.role == "admin", me.c.role == "member"))),
         exists().where(me.c.id == actor.id, me.c.role == "admin"),
     )
 
