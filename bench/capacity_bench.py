@@ -53,11 +53,10 @@ MARIADB_DB = "recbot_capacitybench"
 
 
 # ---- recbot's statements, as SQLAlchemy renders them (whitespace aside) -------------------------
-# `{page}` is the expanded IN list of a page of ids: ?, ?, ... on SQLite; %(page_1)s, ... on MariaDB.
+# `{page}` is the IN list of a page of ids: ?, ?, ... on SQLite; %(p0)s, %(p1)s, ... on MariaDB.
 
 @dataclass(frozen=True)
 class Statements:
-    grants: str  # the member's grants (storage asks which owners it sees before each search)
     top: str  # the newest id (MariaDB: the scan starts below it)
     ids: str  # the visible matching ids: SQLite through the FTS5 trigram index; MariaDB without Mroonga a
     # primary-key walk of one chunk (floor < id < below)
@@ -65,7 +64,7 @@ class Statements:
     recent: str  # add: the owner's newest records, to spot a retry
     add: str  # add: INSERT ... SELECT that inserts only while the owner is not disabled
     tag: str
-    user: str  # not in the measured sequence: the bare handler looks each caller up once
+    user: str  # not in the measured sequence: each caller is looked up once, with their grants
     window: str = ""  # MariaDB with Mroonga: the walk of the newest WINDOW records (id > floor)
     index: str = ""  # MariaDB with Mroonga: add keeps the bigram table in step
 
@@ -76,7 +75,6 @@ _SQLITE_VISIBLE = (
     '"T_GRANT".owner_id FROM "T_GRANT" WHERE "T_GRANT".viewer_id = ?) OR "T_CONTENT".id + ? IN (SELECT '
     '"T_SHARE".record_id FROM "T_SHARE" WHERE "T_SHARE".user_id = ?))')
 SQLITE = Statements(
-    grants='SELECT "T_GRANT".owner_id FROM "T_GRANT" WHERE "T_GRANT".viewer_id = ?',
     top='SELECT max("T_CONTENT".id) AS max_1 FROM "T_CONTENT"',
     ids=('SELECT "T_CONTENT".id FROM "T_CONTENT" JOIN T_CONTENT_FTS ON T_CONTENT_FTS.rowid = T_CONTENT.id WHERE '
          + _SQLITE_VISIBLE + ' AND "T_CONTENT".deleted_at IS NULL AND instr("T_CONTENT".search_text, ?) > ? AND '
@@ -93,7 +91,8 @@ SQLITE = Statements(
          '? AS anon_2, ? AS anon_3, ? AS anon_4, ? AS anon__1 WHERE EXISTS (SELECT * FROM "T_USER" WHERE '
          '"T_USER".id = ? AND ("T_USER".role = ? OR "T_USER".role = ?))'),
     tag='INSERT INTO "T_TAG" (record_id, tag) VALUES (?, ?)',
-    user='SELECT id FROM "T_USER" WHERE mm_user_id = ?',
+    user='SELECT id, (SELECT group_concat(owner_id) FROM "T_GRANT" WHERE viewer_id = "T_USER".id) FROM "T_USER" '
+         'WHERE mm_user_id = ?',
 )
 
 _MARIADB_VISIBLE = (
@@ -107,7 +106,6 @@ _MARIADB_WALK = ("SELECT `T_CONTENT`.id FROM `T_CONTENT` FORCE INDEX (PRIMARY) W
                  + " AND `T_CONTENT`.deleted_at IS NULL AND locate(%(w0)s, `T_CONTENT`.search_text) > %(locate_1)s "
                  "AND ")
 MARIADB = Statements(
-    grants="SELECT `T_GRANT`.owner_id FROM `T_GRANT` WHERE `T_GRANT`.viewer_id = %(viewer_id)s",
     top="SELECT max(`T_CONTENT`.id) AS max_1 FROM `T_CONTENT`",
     ids=_MARIADB_WALK + "`T_CONTENT`.id < %(below)s AND `T_CONTENT`.id > %(floor)s ORDER BY `T_CONTENT`.id DESC "
     "LIMIT %(lim)s",
@@ -126,7 +124,8 @@ MARIADB = Statements(
          "EXISTS (SELECT * FROM `T_USER` WHERE `T_USER`.id = %(owner_id)s AND (`T_USER`.role = %(role_1)s "
          "OR `T_USER`.role = %(role_2)s))"),
     tag="INSERT INTO `T_TAG` (record_id, tag) VALUES (%(record_id)s, %(tag)s)",
-    user="SELECT id FROM `T_USER` WHERE mm_user_id = %(mm)s",
+    user="SELECT id, (SELECT group_concat(owner_id) FROM `T_GRANT` WHERE viewer_id = `T_USER`.id) FROM `T_USER` "
+         "WHERE mm_user_id = %(mm)s",
 )
 
 
@@ -229,7 +228,6 @@ class BareSql:
             return "the bare handler finds one word of 3+ characters"
         with self.session(write=False) as cur:
             if self.sqlite:
-                self.run(cur, self.sql.grants, (viewer,))
                 fts = search.plan_search(None, "sqlite-fts5", words).match  # type: ignore[arg-type]  # unused there
                 ids = [r[0] for r in self.run(cur, self.sql.ids, (*self._visible(viewer), words[0], 0, fts,
                                                                    FIND_LIMIT, 0))]
@@ -244,8 +242,8 @@ class BareSql:
                 if self.sqlite:
                     marks, params = ", ".join("?" * len(page)), (*page, *self._visible(viewer))
                 else:
-                    marks = ", ".join(f"%(page_{i + 1})s" for i in range(len(page)))
-                    params = {**self._visible(viewer), **{f"page_{i + 1}": p for i, p in enumerate(page)}}
+                    marks = ", ".join(f"%(p{i})s" for i in range(len(page)))
+                    params = {**self._visible(viewer), **{f"p{i}": p for i, p in enumerate(page)}}
                 rows = self.run(cur, self.sql.page.format(page=marks), params)
         lines = [f"{len(ids) if len(ids) <= 10 * PAGE_SIZE else 'more than 100'} records · page 1 of "
                  f"{-(-min(len(ids), 10 * PAGE_SIZE) // PAGE_SIZE)}"]
@@ -261,7 +259,6 @@ class BareSql:
         ids: list[int] = []
         while high > 1 and len(ids) < FIND_LIMIT:
             low = max(1, high - search.SCAN_CHUNK)
-            self.run(cur, self.sql.grants, {"viewer_id": viewer})
             ids += [r[0] for r in self.run(cur, self.sql.ids, {
                 **self._visible(viewer), "w0": word, "locate_1": 0, "below": high, "floor": low - 1,
                 "lim": FIND_LIMIT - len(ids)})]
@@ -275,7 +272,6 @@ class BareSql:
         from bot import search
 
         floor = int(self.run(cur, self.sql.top, {})[0][0] or 0) - search.WINDOW
-        self.run(cur, self.sql.grants, {"viewer_id": viewer})
         return [r[0] for r in self.run(cur, self.sql.window, {
             **self._visible(viewer), "w0": word, "locate_1": 0, "floor": floor, "lim": FIND_LIMIT})]
 
@@ -288,15 +284,15 @@ class BareSql:
         from bot.storage import extract_tags, utcnow
         from bot.store.models import RETRY_WINDOW
 
-        since = self._time(utcnow() - RETRY_WINDOW)
-        with self.session(write=False) as cur:
+        tags = extract_tags(body)
+        with self.write_turn if self.sqlite else contextlib.nullcontext(), self.session(write=True) as cur:
+            since = self._time(utcnow() - RETRY_WINDOW)
             recent = self.run(cur, self.sql.recent, (owner, since, RECENT, 0) if self.sqlite else
                               {"owner_id": owner, "since": since, "param_1": RECENT})
-        same = next((r[0] for r in recent if r[1] == body), None)
-        if same is not None:
-            return f"Already saved as record #{same}"
-        folded, now, tags = search.fold(body), self._time(utcnow()), extract_tags(body)
-        with self.write_turn if self.sqlite else contextlib.nullcontext(), self.session(write=True) as cur:
+            same = next((r[0] for r in recent if r[1] == body), None)
+            if same is not None:
+                return f"Already saved as record #{same}"
+            folded, now = search.fold(body), self._time(utcnow())
             self.run(cur, self.sql.add, (owner, body, folded, now, now, owner, "admin", "member") if self.sqlite
                      else {"owner_id": owner, "body": body, "folded": folded, "now": now, "role_1": "admin",
                            "role_2": "member"})

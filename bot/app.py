@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, web
+from sqlalchemy.engine import make_url
 
 from bot import i18n, migrate, workers
 from bot.alerts.sampler import Sampler
@@ -316,7 +317,8 @@ def build_app(services: Services, dispatcher: Dispatcher | None = None, *, threa
 def run(config: Config) -> int:
     engine = make_engine(config.database.url)
     backend = migrate.upgrade(engine)
-    log.info("database ready (%s), search: %s", engine.url.render_as_string(hide_password=True), backend)
+    log.info("database ready (%s), search: %s", make_url(config.database.url).render_as_string(hide_password=True),
+             backend)
     engine.dispose()  # each serving process opens its own connections, after the fork
     if not config.mattermost.slash_tokens and not config.mattermost.url:
         log.warning("no slash token is accepted yet: set mattermost.slash_tokens (REC_MATTERMOST__SLASH_TOKENS) "

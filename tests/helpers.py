@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import Engine, Table, func, insert, select, update
+from sqlalchemy import Engine, Table, delete, func, insert, select, update
 
 from bot.config import Config, MattermostConfig, ServerConfig
 from bot.storage import Filter, Storage, User
@@ -65,6 +65,14 @@ def set_role_directly(storage: Storage, role: str, *, user_id: int | None = None
     where = t.c.id == user_id if user_id is not None else t.c.username == username
     with engine_of(storage).begin() as conn:
         conn.execute(update(t).where(where).values(role=role))
+
+
+def revoke_directly(storage: Storage, viewer: str) -> None:
+    """Every grant of the user named `viewer` taken back behind this process's back (another process)."""
+    users, grants = _table("T_USER"), _table("T_GRANT")
+    with engine_of(storage).begin() as conn:
+        conn.execute(delete(grants).where(grants.c.viewer_id.in_(
+            select(users.c.id).where(users.c.username == viewer).scalar_subquery())))
 
 
 def make_user(storage: Storage, name: str, role: str = "member") -> User:

@@ -23,7 +23,7 @@ from bot.context import Services
 from bot.storage import Attachment, Filter, Storage, make_engine
 from tests.botserver import BotServer, SlashClient, get
 from tests.conftest import wipe
-from tests.helpers import TOKEN, config, count_rows, insert_rows
+from tests.helpers import TOKEN, config, count_rows, engine_of, insert_rows
 
 
 @pytest.fixture
@@ -293,6 +293,45 @@ def test_an_add_whose_commit_answer_was_lost_is_not_saved_twice_on_retry(mm: Sla
     assert "may have been saved" in first and records(storage) == 1
     again = ok_reply(mm, "bob", "add rotated the TLS cert on lb-02")
     assert "Already saved as record" in again and records(storage) == 1
+
+
+def test_an_add_that_fails_before_its_insert_is_not_called_maybe_saved(mm: SlashClient, storage: Storage,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # "May have been saved" sends the user looking for a record; it is only true once the INSERT went out.
+    ok_reply(mm, "bob", "help")
+
+    @contextmanager
+    def refused(self: Storage):  # type: ignore[no-untyped-def]
+        raise OperationalError("BEGIN", {}, Exception("Can't connect to MySQL server"))
+        yield
+
+    monkeypatch.setattr(Storage, "transaction", refused)
+    reply = mm.text("bob", "add rotated the TLS cert on lb-03")
+    assert "Something broke" in reply and "may have been saved" not in reply and records(storage) == 0
+
+
+def test_two_copies_of_one_add_arriving_together_save_one_record(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # On SQLite the retry check and the INSERT share one write transaction, so copies of one request
+    # (a client that resent it) queue on the writer's lock and the later ones find the first.
+    storage = Storage(make_engine(f"sqlite:///{tmp_path / 'race.db'}"))
+    from bot import migrate
+
+    migrate.upgrade(engine_of(storage))
+    bob, _ = storage.ensure_user("mm-bob", "bob")
+    copies = 8
+    start, results = threading.Barrier(copies), []
+
+    def send() -> None:
+        start.wait()
+        results.append(storage.add_record_once(bob, "failed over db-07 to the replica #db"))
+
+    threads = [threading.Thread(target=send) for _ in range(copies)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(new for _, new in results) == [False] * (copies - 1) + [True]
+    assert len({record_id for record_id, _ in results}) == 1 and records(storage) == 1
 
 
 # ---- finding 10: Markdown in names, images in records ------------------------------------------------

@@ -13,7 +13,7 @@ from bot.context import Services
 from bot.render import ZWSP
 from bot.storage import Storage
 from tests.botserver import BotServer, InProcessClient, SlashClient, get
-from tests.helpers import TOKEN, config, count_rows, set_role_directly
+from tests.helpers import TOKEN, config, count_rows, revoke_directly, set_role_directly
 
 
 @pytest.fixture
@@ -237,6 +237,21 @@ def test_a_role_changed_by_another_process_never_widens_access_while_the_caller_
     assert "is for recbot admins" in mm.text("eve", "admin settings")
     assert "is for recbot admins" in mm.text("eve", "admin role @bob member")
     assert counts(storage) == before
+
+
+def test_a_grant_taken_back_by_another_process_never_shows_while_the_caller_is_remembered(
+        mm: SlashClient, storage: Storage) -> None:
+    # The caller is remembered with the owners their grants name (IDENTITY_MAX_AGE), which only picks
+    # how to search: a grant deleted behind this process's back must hide those records at once.
+    mm.text("bob", "help")
+    mm.text("carol", "add rollout notes for the payments cluster")
+    assert "may now see every record of carol" in mm.text("ada", "admin grant @bob @carol")
+    assert "1 record" in mm.text("bob", "find rollout")
+    assert "rollout notes" in mm.text("bob", "list")
+    revoke_directly(storage, viewer="bob")
+    assert "No matches" in mm.text("bob", "find rollout")
+    assert "No records you can see" in mm.text("bob", "list")
+    assert "No records you can see" in mm.text("bob", "list @carol")
 
 
 def test_admin_settings_set_and_audit(mm: SlashClient, storage: Storage) -> None:

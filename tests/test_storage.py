@@ -116,11 +116,18 @@ def test_grant_shows_past_and_future_records_and_revoke_takes_it_back(storage: S
     old = storage.add_record(carol, "carol old")
     assert storage.grant(admin, bob.id, [carol.id, carol.id]) == 1
     new = storage.add_record(carol, "carol new")
+    # A command's caller is read with their grants (identify, per command); so is bob here.
+    bob = storage.user_by_id(bob.id) or bob
+    assert bob.granted == (carol.id,)
     assert all_pages(storage, bob, Filter()) == [new, old]
+    assert all_pages(storage, bob, Filter(words=("carol",))) == [new, old]  # the FTS path too
     sees, seen_by = storage.perms(admin, bob.id)
     assert [u.username for u in sees] == ["carol"] and seen_by == []
     assert storage.revoke(admin, bob.id, [carol.id]) == 1
+    # bob as read before the revoke still lists carol: that only steers the search, the SQL decides.
+    assert bob.granted == (carol.id,)
     assert all_pages(storage, bob, Filter()) == []
+    assert all_pages(storage, bob, Filter(words=("carol",))) == []
     with pytest.raises(Forbidden):
         storage.grant(bob, bob.id, [carol.id])
     assert [e.action for e in storage.recent_audit(admin)] == ["revoke", "grant"]
@@ -178,6 +185,7 @@ def test_statements_reused_across_viewers_bind_each_viewers_own_id(storage: Stor
     admin = make_user(storage, "ada", "admin")
     mine = {u.username: storage.add_record(u, f"nightly backup by {u.username} #ops") for u in (bob, carol, dave)}
     storage.grant(admin, dave.id, [carol.id])
+    dave = storage.user_by_id(dave.id) or dave  # read with the grant, as identify reads each command's caller
     expected = {"bob": [mine["bob"]], "carol": [mine["carol"]], "dave": [mine["dave"], mine["carol"]]}
     for _ in range(2):
         for viewer in (bob, carol, dave, bob):

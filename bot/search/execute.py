@@ -22,16 +22,13 @@ from sqlalchemy import (
 from bot import search
 from bot.store.db import Db
 from bot.store.models import (
+    PER_OWNER_MAX,
     Filter,
     User,
     day_start,
 )
 from bot.store.visibility import visible
 from bot.tables import content, grant, share, tag
-
-# A member who may see at most this many owners' records is searched owner by owner (bounded by what
-# they can see); with more, a newest-first walk of the table fills a page sooner.
-PER_OWNER_MAX = 6
 
 
 @dataclass(frozen=True)
@@ -112,8 +109,8 @@ class SearchMixin(Db):
         per_owner = self._prepared(("per_owner", shape), build_per_owner)
         found: set[int] = set()
         for owner in owners:
-            found.update(conn.execute(per_owner, {**params, "each_owner": owner}).scalars())
-        found.update(conn.execute(self._prepared(("shared", shape), build_shared), params).scalars())
+            found.update(conn.execute(per_owner, {**params, "each_owner": owner}).scalars().all())
+        found.update(conn.execute(self._prepared(("shared", shape), build_shared), params).scalars().all())
         return sorted(found, reverse=True)
 
     def _build_ids(self, role: str, shape: _Shape, how: str) -> Any:
@@ -163,9 +160,15 @@ class SearchMixin(Db):
         else:
             how = "walk" if plan.kind == "scan" and flt.owner_id is None else "plain"
         stmt = self._prepared(("ids", viewer.role, how, shape), lambda: self._build_ids(viewer.role, shape, how))
-        return list(conn.execute(stmt, params).scalars())
+        # all() fetches in one call; iterating would cost a Python round per row of up to 101.
+        return list(conn.execute(stmt, params).scalars().all())
 
     def _visible_owners(self, conn: Connection, viewer: User) -> list[int]:
+        """The viewer and the owners their grants name: read with the viewer's row when it was, since this
+        only picks how to search (a stale list can miss a brand-new grant for IDENTITY_MAX_AGE, never
+        show a revoked one: the statement that returns ids applies the grants again)."""
+        if viewer.granted is not None:
+            return [viewer.id, *viewer.granted]
         grants_of = self._prepared(("grants_of",), lambda: select(grant.c.owner_id)
                                    .where(grant.c.viewer_id == bindparam("viewer_id")))
         return [viewer.id, *conn.execute(grants_of, {"viewer_id": viewer.id}).scalars()]

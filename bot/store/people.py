@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from typing import Any
 
 from sqlalchemy import (
     Connection,
@@ -25,6 +27,7 @@ from bot.store.legacy import claim_legacy
 from bot.store.models import (
     ROLES,
     User,
+    granted_ids,
     user_from_row,
 )
 from bot.store.retry import retried
@@ -32,17 +35,28 @@ from bot.store.visibility import load_visible, visible
 from bot.tables import content, grant, setting, share, user
 
 
+def _with_grants() -> Any:
+    """A user's row and the owners their grants show them, in one statement: the caller of a command is
+    read with whom they see, so a search needs no statement of its own to learn it."""
+    owners = select(func.group_concat(grant.c.owner_id)).where(grant.c.viewer_id == user.c.id).scalar_subquery()
+    return select(user, owners.label("granted"))
+
+
+def _caller_from_row(row: Any) -> User:
+    return replace(user_from_row(row), granted=granted_ids(row.granted))
+
+
 class PeopleMixin(Db):
     def user_by_mm_id(self, mm_user_id: str) -> User | None:
-        stmt = self._prepared(("user_by_mm",), lambda: select(user).where(user.c.mm_user_id == bindparam("mm")))
+        stmt = self._prepared(("user_by_mm",), lambda: _with_grants().where(user.c.mm_user_id == bindparam("mm")))
         with self.connection() as conn:
             row = conn.execute(stmt, {"mm": mm_user_id}).first()
-        return user_from_row(row) if row else None
+        return _caller_from_row(row) if row else None
 
     def user_by_id(self, user_id: int) -> User | None:
         with self.connection() as conn:
-            row = conn.execute(select(user).where(user.c.id == user_id)).first()
-        return user_from_row(row) if row else None
+            row = conn.execute(_with_grants().where(user.c.id == user_id)).first()
+        return _caller_from_row(row) if row else None
 
     def users_by_username(self, names: Iterable[str]) -> dict[str, User]:
         """Known users by (case-folded) username; a renamed-away name maps to its newest holder."""
@@ -60,9 +74,9 @@ class PeopleMixin(Db):
         """The user with this Mattermost id, created if new; the username is refreshed. Returns (user, created).
 
         With max_age, a row this process read at most that many seconds ago may answer (a changed
-        username always reads again). A stale role cannot widen access: every statement that reads or
-        writes records, and every admin action, re-reads the role in SQL. This process's own role
-        changes drop the copies at once.
+        username always reads again). A stale role or grant list cannot widen access: every statement
+        that reads or writes records, and every admin action, re-reads the role and the grants in SQL.
+        This process's own role and grant changes drop the copies at once.
         """
         if role_if_new not in ROLES:
             raise ValueError(f"role must be one of {ROLES}")
@@ -149,7 +163,7 @@ class PeopleMixin(Db):
         with self.transaction() as conn:
             self._promote(conn, target, why)
         self._known_users.pop(target.mm_user_id, None)
-        return self.user_by_id(target.id) or target
+        return self.user_by_mm_id(target.mm_user_id) or target
 
     def _promote(self, conn: Connection, target: User, why: str) -> None:
         changed = conn.execute(update(user).where(user.c.id == target.id, user.c.role != "admin")
@@ -165,7 +179,7 @@ class PeopleMixin(Db):
             conn.execute(update(user).where(user.c.id == target.id)
                          .values(locale=locale[:16] or None, timezone=timezone[:64] or None, profile_at=now))
         self._known_users.pop(target.mm_user_id, None)
-        return self.user_by_id(target.id) or target
+        return self.user_by_mm_id(target.mm_user_id) or target
 
     def users_with_counts(self, actor: User) -> list[tuple[User, int]]:
         """Every known user and the number of their records not deleted (admins only)."""
@@ -194,6 +208,7 @@ class PeopleMixin(Db):
             names = self._names(conn, [viewer_id, *owner_ids])
             self._audit(conn, actor, "grant",
                         f"@{names[viewer_id]} may see " + ", ".join(f"@{names[o]}" for o in owner_ids))
+        self._known_users.clear()
         return new
 
     @retried
@@ -206,6 +221,7 @@ class PeopleMixin(Db):
             names = self._names(conn, [viewer_id, *owner_ids])
             self._audit(conn, actor, "revoke",
                         f"@{names[viewer_id]} no longer sees " + ", ".join(f"@{names[o]}" for o in owner_ids))
+        self._known_users.clear()
         return gone
 
     def _names(self, conn: Connection, ids: Sequence[int]) -> dict[int, str]:

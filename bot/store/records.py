@@ -49,41 +49,20 @@ class RecordsMixin(SearchMixin):
     @retried
     def add_record(self, owner: User, body: str, files: Sequence[Attachment] = ()) -> int:
         """Save a record owned by `owner` (who must not be disabled); returns its id."""
-        if files and not body.strip():
-            body = _("Files: {names}", names=", ".join(f.name for f in files))
-        self._check_body(body)
-        now = self.clock()
-        folded = search.fold(body)
-        stmt = self._prepared(("add",), self._build_add)
+        body, tags = self._checked(body, files)
         with self.transaction() as conn:
-            result = conn.execute(stmt, {"owner_id": owner.id, "body": body, "folded": folded, "now": now})
-            if result.rowcount != 1:
-                raise Forbidden(_("your recbot account is disabled; ask an admin to enable it"))
-            record_id = int(result.lastrowid)
-            self._set_tags(conn, record_id, extract_tags(body), replace=False)
-            if files:
-                conn.execute(insert(file_table), [
-                    {"record_id": record_id, "mm_file_id": f.mm_file_id, "name": f.name[:255], "size": f.size,
-                     "mime_type": f.mime_type[:128], "created_at": now} for f in files])
-            search.index_text(conn, self.search_backend, record_id, folded)
-        return record_id
+            return self._insert_record(conn, owner, body, tags, files)
 
     def add_record_once(self, owner: User, body: str, files: Sequence[Attachment] = ()) -> tuple[int, bool]:
         """add_record for a request that may be a retry: (id, True) when saved now, (id, False) when the
         same owner saved the same text within RETRY_WINDOW (a save whose answer was lost). A failure
-        whose outcome is unknown raises MaybeSaved, which says so and how to find out."""
-        since = self.clock() - RETRY_WINDOW
-        recent_of = self._prepared(("recent",), lambda: select(content.c.id, content.c.body).where(
-            content.c.owner_id == bindparam("owner_id"), content.c.created_at >= bindparam("since"),
-            content.c.deleted_at.is_(None)).order_by(content.c.id.desc()).limit(20))
-        with self.connection() as conn:
-            recent = conn.execute(recent_of, {"owner_id": owner.id, "since": since}).all()
-        same = next((r.id for r in recent if r.body == body), None)  # compared exactly, not by collation
-        if same is not None:
-            return int(same), False
+        after the INSERT was sent raises MaybeSaved, which says so and how to find out."""
+        sent: list[bool] = []
         try:
-            return self.add_record(owner, body, files), True
+            return self._add_once(owner, body, files, sent)
         except DBAPIError:
+            if not sent:
+                raise  # nothing was written: the error hook says the database failed
             log.exception("saving a record failed; it may have been saved")
             raise MaybeSaved(ngettext(
                 "the database did not confirm the save, so it may have been saved; send the same text again "
@@ -91,6 +70,45 @@ class RecordsMixin(SearchMixin):
                 "the database did not confirm the save, so it may have been saved; send the same text again "
                 "within {n} minutes: if it was saved you get its number, not a second copy",
                 RETRY_WINDOW.seconds // 60)) from None
+
+    @retried
+    def _add_once(self, owner: User, body: str, files: Sequence[Attachment], sent: list[bool]) -> tuple[int, bool]:
+        """The retry check and the INSERT in one transaction: one checkout, and on SQLite the check
+        runs under the writer's lock, so two copies of one request cannot both insert."""
+        body, tags = self._checked(body, files)
+        recent_of = self._prepared(("recent",), lambda: select(content.c.id, content.c.body).where(
+            content.c.owner_id == bindparam("owner_id"), content.c.created_at >= bindparam("since"),
+            content.c.deleted_at.is_(None)).order_by(content.c.id.desc()).limit(20))
+        with self.transaction() as conn:
+            recent = conn.execute(recent_of, {"owner_id": owner.id, "since": self.clock() - RETRY_WINDOW}).all()
+            same = next((r.id for r in recent if r.body == body), None)  # compared exactly, not by collation
+            if same is not None:
+                return int(same), False
+            sent.append(True)
+            return self._insert_record(conn, owner, body, tags, files), True
+
+    def _checked(self, body: str, files: Sequence[Attachment]) -> tuple[str, tuple[str, ...]]:
+        """(the text to save, its tags), or UserError saying what to change."""
+        if files and not body.strip():
+            body = _("Files: {names}", names=", ".join(f.name for f in files))
+        return body, self._check_body(body)
+
+    def _insert_record(self, conn: Connection, owner: User, body: str, tags: Sequence[str],
+                       files: Sequence[Attachment]) -> int:
+        now = self.clock()
+        folded = search.fold(body)
+        result = conn.execute(self._prepared(("add",), self._build_add),
+                              {"owner_id": owner.id, "body": body, "folded": folded, "now": now})
+        if result.rowcount != 1:
+            raise Forbidden(_("your recbot account is disabled; ask an admin to enable it"))
+        record_id = int(result.lastrowid)
+        self._set_tags(conn, record_id, tags, replace=False)
+        if files:
+            conn.execute(insert(file_table), [
+                {"record_id": record_id, "mm_file_id": f.mm_file_id, "name": f.name[:255], "size": f.size,
+                 "mime_type": f.mime_type[:128], "created_at": now} for f in files])
+        search.index_text(conn, self.search_backend, record_id, folded)
+        return record_id
 
     @staticmethod
     def _build_add() -> Any:
@@ -103,7 +121,8 @@ class RecordsMixin(SearchMixin):
                                                 or_(user.c.role == "admin", user.c.role == "member")))
         return insert(content).from_select(["owner_id", "body", "search_text", "created_at", "updated_at"], allowed)
 
-    def _check_body(self, body: str) -> None:
+    def _check_body(self, body: str) -> tuple[str, ...]:
+        """The text's tags, once it is a text recbot can save; else UserError saying what to change."""
         if not body.strip():
             raise UserError(_("the record text is empty; type what you did after the command"))
         if "\x00" in body:
@@ -120,6 +139,7 @@ class RecordsMixin(SearchMixin):
         if long is not None:
             raise UserError(_("the tag #{tag}… is {length} characters long once lower-cased; keep tags to {limit}",
                               tag=long[:20], length=number(len(long)), limit=number(MAX_TAG)))
+        return tags
 
     def _set_tags(self, conn: Connection, record_id: int, tags: Sequence[str], *, replace: bool) -> None:
         if replace:
@@ -171,22 +191,24 @@ class RecordsMixin(SearchMixin):
                 before = min(before, self._top_id(conn) + 1)
             ids, resume = self._search(conn, viewer, flt, limit=max(limit, count_up_to) + 1, below=before)
             page = ids[:limit]
-            page_of = self._prepared(("page", viewer.role), lambda: self._build_page(viewer.role))
-            rows = conn.execute(page_of, {"page": page, "viewer_id": viewer.id}).all() if page else []
+            page_of = self._prepared(("page", viewer.role, len(page)), lambda: self._build_page(viewer.role, len(page)))
+            params = {f"p{i}": record_id for i, record_id in enumerate(page)}
+            rows = conn.execute(page_of, {**params, "viewer_id": viewer.id}).all() if page else []
             # Tags are \w[\w-]*, so the default "," of group_concat never occurs inside one.
-            records = [Record(r.id, r.owner_id, r.owner, r.body, tuple(sorted(r.tags.split(",") if r.tags else ())),
-                              r.created_at, r.updated_at) for r in rows]
+            records = [Record(rid, owner_id, owner, body, tuple(sorted(tags.split(",") if tags else ())),
+                              created, updated) for rid, owner_id, owner, body, created, updated, tags in rows]
         complete = resume is None and len(ids) <= max(limit, count_up_to)
         if len(ids) > limit and records:
             return Page(tuple(records), records[-1].id, matched=len(ids), matched_all=complete)
         return Page(tuple(records), resume, partial=resume is not None, matched=len(ids), matched_all=complete)
 
-    def _build_page(self, role: str) -> Any:
-        """The records of a page of ids, still only if visible, with their tags in the same statement:
-        on MariaDB every statement is a round trip."""
+    def _build_page(self, role: str, size: int) -> Any:
+        """The records of a page of `size` ids (p0, p1, ...), still only if visible, with their tags in
+        the same statement: on MariaDB every statement is a round trip. One statement per page size,
+        rather than an expanding IN, which would be rendered anew on every execution."""
         tags_of = select(func.group_concat(tag.c.tag)).where(tag.c.record_id == content.c.id).scalar_subquery()
         return (self._record_select().add_columns(tags_of.label("tags"))
-                .where(content.c.id.in_(bindparam("page", expanding=True)), visible(role))
+                .where(content.c.id.in_([bindparam(f"p{i}") for i in range(size)]), visible(role))
                 .order_by(content.c.id.desc()))
 
     def get_record(self, viewer: User, record_id: int) -> Record:
@@ -218,7 +240,7 @@ class RecordsMixin(SearchMixin):
     @retried
     def edit_record(self, actor: User, record_id: int, body: str) -> Record:
         """Replace the text (owner or admin); the old text is kept as a revision."""
-        self._check_body(body)
+        tags = self._check_body(body)
         folded = search.fold(body)
         now = self.clock()
         with self.transaction() as conn:
@@ -233,7 +255,7 @@ class RecordsMixin(SearchMixin):
             if result.rowcount != 1:
                 raise Forbidden(_("only the owner of record {id} or an admin can edit it", id=record_id))
             conn.execute(insert(revision).values(record_id=record_id, body=row.body, edited_by=actor.id, edited_at=now))
-            self._set_tags(conn, record_id, extract_tags(body), replace=True)
+            self._set_tags(conn, record_id, tags, replace=True)
             search.index_text(conn, self.search_backend, record_id, folded)
             if row.owner_id != actor.id:
                 self._audit(conn, actor, "edit", f"record {record_id}")
