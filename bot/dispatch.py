@@ -25,14 +25,11 @@ from bot.i18n import _
 from bot.mattermost.slash import SlashRequest
 from bot.metrics import UNKNOWN_COMMAND
 from bot.parse import ParseError, split_first
-from bot.storage import Attachment, User
+from bot.storage import IDENTITY_MAX_AGE, Attachment, User
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Context, str], Reply]
-# Seconds a caller's row read by this process may answer a member command (a role change made in
-# another server.workers process shows within this; one made here shows at once).
-IDENTITY_MAX_AGE = 2.0
 PROFILE_MAX_AGE = timedelta(minutes=5)  # how stale a user's Mattermost locale and timezone may get
 
 SLASH, DIRECT, BUTTON = "slash", "direct", "button"

@@ -164,14 +164,17 @@ class SearchMixin(Db):
         return list(conn.execute(stmt, params).scalars().all())
 
     def _visible_owners(self, conn: Connection, viewer: User) -> list[int]:
-        """The viewer and the owners their grants name: read with the viewer's row when it was, since this
-        only picks how to search (a stale list can miss a brand-new grant for IDENTITY_MAX_AGE, never
-        show a revoked one: the statement that returns ids applies the grants again)."""
-        if viewer.granted is not None:
-            return [viewer.id, *viewer.granted]
-        grants_of = self._prepared(("grants_of",), lambda: select(grant.c.owner_id)
-                                   .where(grant.c.viewer_id == bindparam("viewer_id")))
-        return [viewer.id, *conn.execute(grants_of, {"viewer_id": viewer.id}).scalars()]
+        """The viewer and the owners their grants name. This only picks how to search, so the list read
+        with the caller's row a moment ago serves (Db.known_grants): it can miss a grant made in another
+        process for IDENTITY_MAX_AGE, never show a revoked one, since the statement that returns ids
+        applies the grants again."""
+        known = self.known_grants(viewer.id)
+        if known is None:
+            grants_of = self._prepared(("grants_of",), lambda: select(grant.c.owner_id)
+                                       .where(grant.c.viewer_id == bindparam("viewer_id")))
+            known = tuple(conn.execute(grants_of, {"viewer_id": viewer.id}).scalars().all())
+            self.remember_grants(viewer.id, known)
+        return [viewer.id, *known]
 
     def _top_id(self, conn: Connection) -> int:
         return conn.execute(self._prepared(("top_id",), lambda: select(func.max(content.c.id)))).scalar() or 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import datetime
@@ -45,6 +46,10 @@ except ImportError:  # Windows has no flock: there only the threads of one proce
 # hundreds of words) from growing the table without end.
 MAX_SHAPES = 512
 MAX_KNOWN_USERS = 10_000
+# Seconds a caller's row read by this process may answer a member command (dispatch.identify), and the
+# owners their grants name, read with it, may steer their searches (Db.known_grants). A role or grant
+# changed in another server.workers process shows within this; one changed here shows at once.
+IDENTITY_MAX_AGE = 2.0
 PROBE_SETTING = "healthz.probe"
 
 
@@ -173,6 +178,7 @@ class Db:
         self._write_turn: Any = _WriteTurn(engine.url.database) if self.dialect == "sqlite" else contextlib.nullcontext
         self._statements: dict[tuple, Any] = {}
         self._known_users: dict[str, tuple[float, User]] = {}  # mm_user_id -> (read at, row); see ensure_user
+        self._known_grants: dict[int, tuple[float, tuple[int, ...]]] = {}  # user id -> (read at, owner ids)
 
     def _prepared(self, key: tuple, build: Callable[[], Any]) -> Any:
         """The statement of this shape, built on first use; its values are bound at execution.
@@ -186,6 +192,16 @@ class Db:
                 self._statements.clear()
             stmt = self._statements[key] = build()
         return stmt
+
+    def remember_grants(self, user_id: int, owners: tuple[int, ...]) -> None:
+        if len(self._known_grants) >= MAX_KNOWN_USERS:
+            self._known_grants.clear()
+        self._known_grants[user_id] = (time.monotonic(), owners)
+
+    def known_grants(self, user_id: int) -> tuple[int, ...] | None:
+        """The owners the user's grants named when read at most IDENTITY_MAX_AGE ago, else None."""
+        known = self._known_grants.get(user_id)
+        return known[1] if known and time.monotonic() - known[0] < IDENTITY_MAX_AGE else None
 
     @property
     def search_backend(self) -> str:

@@ -136,6 +136,7 @@ class LegacyMixin(Db):
                         f"{outcome.records} records, {outcome.grants} grants")
         self._settings_cache = None
         self._known_users.clear()
+        self._known_grants.clear()
         return outcome
 
     def _marker(self, conn: Connection, legacy_id: int) -> Marker | None:

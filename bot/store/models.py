@@ -48,9 +48,6 @@ class User:
     locale: str | None = None  # Mattermost's, as last read
     timezone: str | None = None  # an IANA name, as Mattermost last said
     profile_at: datetime | None = None  # when those were read (naive UTC)
-    # Owners whose records a grant lets this user see, read with the row (as stale as the row may be);
-    # None when not read. It only steers a search: the SQL re-applies the grants themselves.
-    granted: tuple[int, ...] | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -121,17 +118,6 @@ class AuditEntry:
 def user_from_row(row: Any) -> User:
     return User(row.id, row.mm_user_id, row.username, row.role, row.created_at, row.updated_at, row.locale,
                 row.timezone, row.profile_at)
-
-
-def granted_ids(joined: str | bytes | None) -> tuple[int, ...]:
-    """The owner ids of group_concat (MariaDB may hand a concatenation of numbers back as bytes).
-
-    MariaDB cuts group_concat at group_concat_max_len (1024 bytes): a list that long names far more
-    than PER_OWNER_MAX owners, which is all a search asks of a list that size."""
-    if not joined:
-        return ()
-    text = joined.decode() if isinstance(joined, bytes) else joined
-    return tuple(int(i) for i in text.split(","))
 
 
 def day_start(day: date, zone: str = "UTC") -> datetime:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import (
@@ -27,7 +26,6 @@ from bot.store.legacy import claim_legacy
 from bot.store.models import (
     ROLES,
     User,
-    granted_ids,
     user_from_row,
 )
 from bot.store.retry import retried
@@ -36,14 +34,21 @@ from bot.tables import content, grant, setting, share, user
 
 
 def _with_grants() -> Any:
-    """A user's row and the owners their grants show them, in one statement: the caller of a command is
-    read with whom they see, so a search needs no statement of its own to learn it."""
+    """A user's row and the owners their grants name, in one statement: a command's caller is read
+    with whom they see, so their searches need no statement of their own to learn it (Db.grants_of)."""
     owners = select(func.group_concat(grant.c.owner_id)).where(grant.c.viewer_id == user.c.id).scalar_subquery()
     return select(user, owners.label("granted"))
 
 
-def _caller_from_row(row: Any) -> User:
-    return replace(user_from_row(row), granted=granted_ids(row.granted))
+def _granted_ids(joined: str | bytes | None) -> tuple[int, ...]:
+    """The owner ids of group_concat (MariaDB may hand a concatenation of numbers back as bytes).
+
+    MariaDB cuts group_concat at group_concat_max_len (1024 bytes): a list that long names far more
+    than PER_OWNER_MAX owners, which is all a search asks of a list that size."""
+    if not joined:
+        return ()
+    text = joined.decode() if isinstance(joined, bytes) else joined
+    return tuple(int(i) for i in text.split(",") if i)
 
 
 class PeopleMixin(Db):
@@ -51,12 +56,16 @@ class PeopleMixin(Db):
         stmt = self._prepared(("user_by_mm",), lambda: _with_grants().where(user.c.mm_user_id == bindparam("mm")))
         with self.connection() as conn:
             row = conn.execute(stmt, {"mm": mm_user_id}).first()
-        return _caller_from_row(row) if row else None
+        return self._caller_from_row(row) if row else None
 
     def user_by_id(self, user_id: int) -> User | None:
         with self.connection() as conn:
             row = conn.execute(_with_grants().where(user.c.id == user_id)).first()
-        return _caller_from_row(row) if row else None
+        return self._caller_from_row(row) if row else None
+
+    def _caller_from_row(self, row: Any) -> User:
+        self.remember_grants(row.id, _granted_ids(row.granted))
+        return user_from_row(row)
 
     def users_by_username(self, names: Iterable[str]) -> dict[str, User]:
         """Known users by (case-folded) username; a renamed-away name maps to its newest holder."""
@@ -163,7 +172,7 @@ class PeopleMixin(Db):
         with self.transaction() as conn:
             self._promote(conn, target, why)
         self._known_users.pop(target.mm_user_id, None)
-        return self.user_by_mm_id(target.mm_user_id) or target
+        return self.user_by_id(target.id) or target
 
     def _promote(self, conn: Connection, target: User, why: str) -> None:
         changed = conn.execute(update(user).where(user.c.id == target.id, user.c.role != "admin")
@@ -179,7 +188,7 @@ class PeopleMixin(Db):
             conn.execute(update(user).where(user.c.id == target.id)
                          .values(locale=locale[:16] or None, timezone=timezone[:64] or None, profile_at=now))
         self._known_users.pop(target.mm_user_id, None)
-        return self.user_by_mm_id(target.mm_user_id) or target
+        return self.user_by_id(target.id) or target
 
     def users_with_counts(self, actor: User) -> list[tuple[User, int]]:
         """Every known user and the number of their records not deleted (admins only)."""
@@ -208,7 +217,7 @@ class PeopleMixin(Db):
             names = self._names(conn, [viewer_id, *owner_ids])
             self._audit(conn, actor, "grant",
                         f"@{names[viewer_id]} may see " + ", ".join(f"@{names[o]}" for o in owner_ids))
-        self._known_users.clear()
+        self._known_grants.clear()
         return new
 
     @retried
@@ -221,7 +230,7 @@ class PeopleMixin(Db):
             names = self._names(conn, [viewer_id, *owner_ids])
             self._audit(conn, actor, "revoke",
                         f"@{names[viewer_id]} no longer sees " + ", ".join(f"@{names[o]}" for o in owner_ids))
-        self._known_users.clear()
+        self._known_grants.clear()
         return gone
 
     def _names(self, conn: Connection, ids: Sequence[int]) -> dict[int, str]:
