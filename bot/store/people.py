@@ -64,6 +64,8 @@ class PeopleMixin(Db):
         return self._caller_from_row(row) if row else None
 
     def _caller_from_row(self, row: Any) -> User:
+        """The user, remembering the owners their grants named as of this read (whoever reads a user's
+        row anew reads their grants anew)."""
         self.remember_grants(row.id, _granted_ids(row.granted))
         return user_from_row(row)
 
@@ -74,9 +76,9 @@ class PeopleMixin(Db):
             return {}
         with self.connection() as conn:
             rows = conn.execute(
-                select(user).where(func.lower(user.c.username).in_(wanted)).order_by(user.c.updated_at)
+                _with_grants().where(func.lower(user.c.username).in_(wanted)).order_by(user.c.updated_at)
             ).all()
-        return {row.username.lower(): user_from_row(row) for row in rows}
+        return {row.username.lower(): self._caller_from_row(row) for row in rows}
 
     def ensure_user(self, mm_user_id: str, username: str, role_if_new: str = "member",
                     max_age: float = 0.0) -> tuple[User, bool]:
