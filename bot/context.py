@@ -70,6 +70,12 @@ class Context:
         return gateway.file_url if gateway is not None else None
 
     @property
+    def bot_name(self) -> str:
+        """The bot's username in Mattermost (what members type after @), else the default."""
+        gateway = self.services.gateway
+        return gateway.me.username if gateway is not None and gateway.me.username else "recbot"
+
+    @property
     def zone(self) -> ZoneInfo:
         """The caller's timezone as Mattermost says it, else the config's."""
         return zone_or_none(self.caller.timezone or "") or zone_or_none(self.config.timezone) or ZoneInfo("UTC")

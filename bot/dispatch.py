@@ -58,6 +58,11 @@ class Command:
         """Typed after /rec, so in help; event routes (DMs, buttons) are not."""
         return self.source == SLASH
 
+    @property
+    def told(self) -> bool:
+        """Started by a member without /rec (a DM, an @mention), so help tells of it too."""
+        return self.source in (DIRECT, MENTION) and self.role == MEMBER
+
     def usage_line(self, trigger: str) -> str:
         """The command as typed, its argument placeholders in the current language."""
         return f"/{trigger} {self.name}" + (f" {_(self.usage)}" if self.usage else "")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -61,25 +62,34 @@ class World:
         return str((await self.answer_to(name, after=before))["message"])
 
 
-@pytest.fixture
-async def world(storage: Storage) -> AsyncIterator[World]:
+@asynccontextmanager
+async def running(storage: Storage, bot: str = "recbot") -> AsyncIterator[World]:
+    """The bot's real server against the fake, whose bot account is named `bot`."""
     fake = FakeMattermost()
     fake.clock = WRITTEN_AT.timestamp
     base = await fake.start()
     seeded = seed(fake, people=("alice", "bob", "carol", "dave"),
-                  channels={"town-square": ("alice", "bob", "carol", "dave", "recbot"),
-                            "secret": ("alice", "carol", "recbot"), "backstage": ("alice",),
-                            "lobby": ("alice", "recbot")},
-                  private=("secret", "backstage"))
+                  channels={"town-square": ("alice", "bob", "carol", "dave", bot),
+                            "secret": ("alice", "carol", bot), "backstage": ("alice",),
+                            "lobby": ("alice", bot)},
+                  private=("secret", "backstage"), bot=bot)
     port = free_port()
     config = Config(server=ServerConfig(port=port, public_url=f"http://127.0.0.1:{port}"),
                     mattermost=MattermostConfig(url=base, bot_token=seeded.bot["token"], team="ops"))
     services = Services(storage, config, Gateway(config))
     runner = await serve_here(services, port)
-    await until_connected(services)
-    yield World(fake, storage, seeded.bot, seeded.users, seeded.channels, runner)
-    await runner.cleanup()
-    await fake.stop()
+    try:
+        await until_connected(services)
+        yield World(fake, storage, seeded.bot, seeded.users, seeded.channels, runner)
+    finally:
+        await runner.cleanup()
+        await fake.stop()
+
+
+@pytest.fixture
+async def world(storage: Storage) -> AsyncIterator[World]:
+    async with running(storage) as made:
+        yield made
 
 
 async def alice_writes(world: World, channel: str, text: str, *, files: tuple[str, ...] = ()) -> JSON:
@@ -213,3 +223,21 @@ async def test_a_direct_message_that_only_starts_with_save_is_still_a_record(wor
     answer = await world.dm_bot("bob", "save the date: DR drill on Friday")
     assert answer.startswith("Saved record **#")
     assert world.records_of("bob")[0].body == "save the date: DR drill on Friday"
+
+
+async def test_help_tells_members_how_to_save_without_rec_under_the_bots_own_name(storage: Storage) -> None:
+    async with running(storage, bot="opsbot") as world:
+        status, _body = await world.fake.execute(world.users["bob"]["id"], world.channels["town-square"]["id"],
+                                                 "/rec help")
+        helped = [p["message"] for p in world.fake.posts if p.get("ephemeral")]
+        assert status == 200 and len(helped) == 1
+        assert "**Without /rec**" in helped[0]
+        assert "`@opsbot save [#tags] [note]` in a message's thread keeps that message as your record" in helped[0]
+        assert "a direct message to `@opsbot` becomes your record" in helped[0]
+        assert "@recbot" not in helped[0]
+        # What help tells works under that name.
+        root = await alice_writes(world, "town-square", "swapped the disk of db-3")
+        before = len(world.fake.posts)
+        await world.fake.reply_as(world.users["bob"], root, "@opsbot save #disk")
+        assert "Saved the message as record" in (await world.answer_to("bob", after=before))["message"]
+        assert "swapped the disk of db-3" in world.records_of("bob")[0].body

@@ -24,7 +24,8 @@ def is_save(text: str) -> bool:
     return word.lower() == SAVE and post_id_in(split_first(rest)[0]) is not None
 
 
-@router.event(MENTION, "save message", N_("@recbot save in a thread keeps its first message as a record"),
+@router.event(MENTION, "save message",
+              N_("`@{bot} save [#tags] [note]` in a message's thread keeps that message as your record"),
               failure=N_("Not saved: "))
 def save_thread(ctx: Context, rest: str) -> Reply:
     """The door hands over what follows `@recbot save`; the thread's root is the message kept."""
@@ -32,7 +33,7 @@ def save_thread(ctx: Context, rest: str) -> Reply:
     root_id = context.get("root_id", "")
     if not root_id:
         raise ParseError(_("reply in the thread of the message to keep, with @{bot} save [#tags] [note]",
-                           bot=_bot_name(ctx)))
+                           bot=ctx.bot_name))
     return _keep(ctx, root_id, rest)
 
 
@@ -74,8 +75,3 @@ def _body(ctx: Context, original: Original, note: str) -> str:
                when=when(original.created_at, ctx.zone), link=original.permalink)
     parts = [original.message.strip(), source, note]
     return "\n\n".join(p for p in parts if p)
-
-
-def _bot_name(ctx: Context) -> str:
-    gateway = ctx.services.gateway
-    return gateway.me.username if gateway is not None and gateway.me.username else "recbot"

@@ -10,7 +10,9 @@ from bot.i18n import N_, _, ngettext
 router = Router()
 
 
-@router.event(DIRECT, "direct message", N_("a direct message to the bot becomes a record"),
+@router.event(DIRECT, "direct message",
+              N_("a direct message to `@{bot}` becomes your record, its files kept as links; "
+                 "`save <link to a message> [#tags] [note]` there keeps that message instead"),
               failure=N_("Not saved: "))
 def save(ctx: Context, rest: str) -> Reply:
     trigger = ctx.config.mattermost.trigger

@@ -32,6 +32,10 @@ def help_(ctx: Context, rest: str) -> Reply:
     admin = [c for c in commands if c.admin]
     lines = [_("**recbot: your team's operation records**"), ""]
     lines += [f"- `{c.usage_line(trigger)}`: {_(c.summary)}" for c in member]
+    told = [c for c in ctx.commands if c.told]
+    if told:
+        lines += ["", _("**Without /{trigger}**", trigger=trigger), ""]
+        lines += [f"- {_(c.summary, bot=ctx.bot_name)}" for c in told]
     if admin:
         lines += ["", _("**Admin**"), ""]
         lines += [f"- `{c.usage_line(trigger)}`: {_(c.summary)}" for c in admin]
