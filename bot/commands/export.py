@@ -160,4 +160,4 @@ def _into_direct(ctx: Context, gateway: Gateway, flt: Filter, fmt: str, rest: st
                              size=number(path.stat().st_size / _MB, 1))) from None
     return Reply(ngettext("Exported {n} record: **{file}** is in your direct messages with @{bot}.",
                           "Exported {n} records: **{file}** is in your direct messages with @{bot}.",
-                          count, file=name, bot=gateway.me.username or "recbot"))
+                          count, file=name, bot=ctx.bot_name))
